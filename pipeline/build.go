@@ -201,6 +201,18 @@ type realFilter struct{ mw Middleware }
 type registered struct {
 	spec string
 	f    Factory
+	all  []Factory // every kind registered under spec (call: specs)
+}
+
+// forProtocol picks the factory of the kind family the protocol needs.
+func (r *registered) forProtocol(protocol string) Factory {
+	want := map[string]int{protoApp: 1, protoComposite: 1, protoComposit: 1, protoFilter: 2, protoFilterApp: 2, protoServer: 3, protoServerRun: 3}[protocol]
+	for _, f := range r.all {
+		if f.Kind.family() == want {
+			return f
+		}
+	}
+	return r.f
 }
 
 // missing stands for a factory that is not registered, so Check can go on
@@ -242,18 +254,20 @@ func quoteAll(names []string) string {
 
 func (w *realWorld) findEgg(dist, name, uri string, groups [][]string, r ref) (any, string, error) {
 	spec := "egg:" + dist + "#" + name
-	f, ok := w.reg.Lookup(spec)
-	if !ok {
+	fs := w.reg.LookupAll(spec)
+	if len(fs) == 0 {
 		obj, err := w.fail(w.unknown(uri, r))
 		return obj, groups[0][0], err
 	}
-	proto := f.Kind.Protocol()
-	for _, p := range flatten(groups) {
-		if p == proto {
-			return &registered{spec: uri, f: f}, proto, nil
+	for _, f := range fs {
+		proto := f.Kind.Protocol()
+		for _, p := range flatten(groups) {
+			if p == proto {
+				return &registered{spec: uri, f: f, all: fs}, proto, nil
+			}
 		}
 	}
-	obj, err := w.fail(r.errorf("LookupError", "factory %q builds a %s, which cannot be used here (want one of: %s)", uri, f.Kind, strings.Join(flatten(groups), ", ")))
+	obj, err := w.fail(r.errorf("LookupError", "factory %q builds a %s, which cannot be used here (want one of: %s)", uri, fs[0].Kind, strings.Join(flatten(groups), ", ")))
 	return obj, groups[0][0], err
 }
 
@@ -261,22 +275,22 @@ func (w *realWorld) entryPoint(value string, r ref) (any, error) {
 	if _, _, ok := parseEntryPoint(value); !ok {
 		return w.fail(r.errorf("AttributeError", "malformed factory %q (want module:attr)", value))
 	}
-	f, ok := w.reg.Lookup(value)
-	if !ok {
+	fs := w.reg.LookupAll(value)
+	if len(fs) == 0 {
 		return w.fail(w.unknown(value, r))
 	}
-	return &registered{spec: value, f: f}, nil
+	return &registered{spec: value, f: fs[0], all: fs}, nil
 }
 
 func (w *realWorld) lookupObject(spec, uri string, r ref) (any, error) {
 	if strings.Count(spec, ":") > 1 || strings.HasPrefix(spec, ":") {
 		return w.fail(r.errorf("ValueError", "malformed call: spec %q (want call:module:function)", uri))
 	}
-	f, ok := w.reg.Lookup(uri)
-	if !ok {
+	fs := w.reg.LookupAll(uri)
+	if len(fs) == 0 {
 		return w.fail(w.unknown(uri, r))
 	}
-	return &registered{spec: uri, f: f}, nil
+	return &registered{spec: uri, f: fs[0], all: fs}, nil
 }
 
 func (w *realWorld) config(inv *invocation, spec string) *Config {
@@ -301,6 +315,7 @@ func (w *realWorld) config(inv *invocation, spec string) *Config {
 		Local:   inv.local.plain(),
 		Logger:  w.log.Named(name),
 		optPos:  optPos,
+		keys:    append([]string(nil), inv.local.keys...),
 		closers: &w.p.closers,
 	}
 }
@@ -344,7 +359,7 @@ func (w *realWorld) invoke(obj any, inv *invocation) (any, error) {
 }
 
 func (w *realWorld) call(reg *registered, c *Config, inv *invocation) (any, error) {
-	f := reg.f
+	f := reg.forProtocol(inv.protocol)
 	mismatch := func() error {
 		return inv.ctx.ref.errorf("TypeError", "factory %q builds a %s but is used as %s", reg.spec, f.Kind, inv.protocol)
 	}

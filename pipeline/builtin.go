@@ -31,6 +31,8 @@ func RegisterBuiltins(r *Registry) {
 	// Filters.
 	r.Register(healthcheckFilterFactory(),
 		"egg:paddock#healthcheck_filter",
+		"egg:paddock#healthcheck",
+		"egg:oslo.middleware#healthcheck",
 		"oslo_middleware:Healthcheck.factory")
 	r.Register(corsFactory(),
 		"egg:paddock#cors",
@@ -65,4 +67,8 @@ func RegisterBuiltins(r *Registry) {
 		"egg:paddock#translogger",
 		"egg:Paste#translogger",
 		"paste.translogger:make_filter")
+
+	// Servers: paddock serves the app itself; these factories hand it the
+	// [server:] settings.
+	registerServers(r)
 }

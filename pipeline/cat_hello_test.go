@@ -90,6 +90,12 @@ func TestCatRegisterBuiltins(t *testing.T) {
 		"egg:paddock#translogger":                                    KindFilter,
 		"egg:Paste#translogger":                                      KindFilter,
 		"paste.translogger:make_filter":                              KindFilter,
+		"egg:paddock#http":                                           KindServer,
+		"egg:paddock#main":                                           KindServer,
+		"egg:gunicorn#main":                                          KindServer,
+		"egg:Paste#http":                                             KindServer,
+		"egg:waitress#main":                                          KindServer,
+		"egg:PasteScript#wsgiutils":                                  KindServer,
 	}
 	for name, kind := range want {
 		f, ok := r.Lookup(name)
@@ -102,6 +108,16 @@ func TestCatRegisterBuiltins(t *testing.T) {
 		}
 		if f.Doc == "" {
 			t.Errorf("%s: no Doc", name)
+		}
+	}
+	// The healthcheck egg names are an app and a filter, like oslo's.
+	for _, name := range []string{"egg:paddock#healthcheck", "egg:oslo.middleware#healthcheck"} {
+		kinds := map[Kind]bool{}
+		for _, f := range r.LookupAll(name) {
+			kinds[f.Kind] = true
+		}
+		if !kinds[KindApp] || !kinds[KindFilter] || len(kinds) != 2 {
+			t.Errorf("%s: kinds %v, want app and filter", name, kinds)
 		}
 	}
 	if got := len(r.Names()); got != len(want) {

@@ -46,15 +46,15 @@ func newURLMap(c *Config, apps AppLoader) (http.Handler, error) {
 
 	// Only URL-like keys name apps (the loader's IsURLKey, shared with the
 	// graph output); anything else is left unused so the loader reports it.
-	keys := make([]string, 0, len(c.Local))
-	for k := range c.Local {
+	var keys []string
+	for _, k := range c.Keys() {
 		if IsURLKey(k) {
 			keys = append(keys, k)
 		}
 	}
-	// Deterministic errors and registration order for a map-backed Local.
-	sort.Strings(keys)
-	seen := map[[2]string]string{}
+	// Keys come in file order; like Paste, a later key mapping the same
+	// location replaces the earlier one.
+	seen := map[[2]string]int{}
 	for _, key := range keys {
 		expr, err := parsePathExpression(key)
 		if err != nil {
@@ -64,18 +64,18 @@ func newURLMap(c *Config, apps AppLoader) (http.Handler, error) {
 		if err != nil {
 			return nil, &Error{Pos: c.PosOf(key), Section: c.Section, Class: "AssertionError", Msg: err.Error(), Err: err}
 		}
-		if prev, dup := seen[[2]string{domain, prefix}]; dup {
-			// Paste lets the later line win; a Go map has no order, so
-			// refuse instead of choosing at random.
-			return nil, c.Errorf(key, "%q and %q map the same location", prev, key)
-		}
-		seen[[2]string{domain, prefix}] = key
 		name, _ := c.Lookup(key)
 		h, err := urlmapLoadApp(c, apps, key, strings.TrimSpace(name))
 		if err != nil {
 			return nil, err
 		}
-		m.entries = append(m.entries, urlmapEntry{domain: domain, prefix: prefix, app: h, keyText: key})
+		entry := urlmapEntry{domain: domain, prefix: prefix, app: h, keyText: key}
+		if i, dup := seen[[2]string{domain, prefix}]; dup {
+			m.entries[i] = entry
+			continue
+		}
+		seen[[2]string{domain, prefix}] = len(m.entries)
+		m.entries = append(m.entries, entry)
 	}
 	// Paste's sort_apps: entries with a domain first (by domain), then the
 	// longest prefix first, so the most specific match wins.

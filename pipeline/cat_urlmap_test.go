@@ -117,7 +117,6 @@ func TestCatURLMapErrors(t *testing.T) {
 		{name: "domain twice", opts: map[string]string{"domain a domain b /": "a"}},
 		{name: "domain without name", opts: map[string]string{"domain": "a"}},
 		{name: "two paths", opts: map[string]string{"/a /b": "a"}},
-		{name: "duplicate after normalising", opts: map[string]string{"/a": "a", "/a/": "a"}},
 		{name: "unknown app", opts: map[string]string{"/a": "missing"}},
 		{name: "empty app name", opts: map[string]string{"/a": " "}},
 		{name: "unknown not_found_app", opts: map[string]string{"/a": "a", "not_found_app": "missing"}},

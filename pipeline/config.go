@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -48,6 +49,7 @@ type Config struct {
 	Logger hclog.Logger
 
 	optPos  map[string]Pos
+	keys    []string // local keys in file order
 	used    map[string]bool
 	closers *[]io.Closer
 }
@@ -209,6 +211,41 @@ func (c *Config) PosOf(key string) Pos {
 // when key is empty or unknown).
 func (c *Config) Errorf(key string, format string, args ...any) error {
 	return &Error{Pos: c.PosOf(key), Section: c.Section, Class: "ValueError", Msg: fmt.Sprintf(format, args...)}
+}
+
+// Wrapf is Errorf wrapping err, so errors.Is/As see it.
+func (c *Config) Wrapf(key string, err error, format string, args ...any) error {
+	return &Error{Pos: c.PosOf(key), Section: c.Section, Class: "ValueError", Msg: fmt.Sprintf(format, args...) + ": " + err.Error(), Err: err}
+}
+
+// Keys returns the local option names in the order PasteDeploy passes them
+// (file order, outer use = sections last).
+func (c *Config) Keys() []string {
+	if c.keys == nil {
+		keys := make([]string, 0, len(c.Local))
+		for k := range c.Local {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		return keys
+	}
+	return append([]string(nil), c.keys...)
+}
+
+// Close closes what the factories registered with AddCloser, newest first.
+// Load and Pipeline.Close do this; tests building handlers directly call it.
+func (c *Config) Close() error {
+	if c.closers == nil {
+		return nil
+	}
+	var errs []error
+	for i := len(*c.closers) - 1; i >= 0; i-- {
+		if err := (*c.closers)[i].Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	*c.closers = nil
+	return errors.Join(errs...)
 }
 
 // AddCloser registers a resource to close when the pipeline built from

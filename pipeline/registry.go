@@ -131,7 +131,10 @@ func (f Factory) valid() bool {
 // The zero value is not usable; call NewRegistry. A Registry is safe for
 // concurrent lookups once registration is done.
 type Registry struct {
-	entries map[string]*registryEntry
+	// One name may carry one factory per kind family (app, filter,
+	// server), as one Python entry point name may exist in several groups
+	// (oslo.middleware's healthcheck is both an app and a filter).
+	entries map[string][]*registryEntry
 }
 
 type registryEntry struct {
@@ -142,20 +145,20 @@ type registryEntry struct {
 // NewRegistry returns an empty registry. Use NewDefaultRegistry for one
 // holding the built-in catalog.
 func NewRegistry() *Registry {
-	return &Registry{entries: make(map[string]*registryEntry)}
+	return &Registry{entries: make(map[string][]*registryEntry)}
 }
 
 // NewDefaultRegistry returns a registry holding paddock's built-in catalog.
 func NewDefaultRegistry() *Registry {
 	r := NewRegistry()
 	RegisterBuiltins(r)
-	registerServers(r)
 	return r
 }
 
 // Register adds f under every given name. It panics on an empty name, a
-// name registered before or an invalid factory: registration happens at
-// program start and such mistakes are programming errors.
+// name registered before for the same kind family (app and composite;
+// filter and filter-app; server) or an invalid factory: registration
+// happens at program start and such mistakes are programming errors.
 func (r *Registry) Register(f Factory, names ...string) {
 	if !f.valid() {
 		panic(fmt.Sprintf("pipeline: invalid factory for %q (kind %v)", names, f.Kind))
@@ -168,30 +171,54 @@ func (r *Registry) Register(f Factory, names ...string) {
 		if key == "" {
 			panic("pipeline: empty factory name")
 		}
-		if _, dup := r.entries[key]; dup {
-			panic(fmt.Sprintf("pipeline: factory %q registered twice", name))
+		for _, e := range r.entries[key] {
+			if e.factory.Kind.family() == f.Kind.family() {
+				panic(fmt.Sprintf("pipeline: factory %q registered twice", name))
+			}
 		}
-		r.entries[key] = &registryEntry{spec: name, factory: f}
+		r.entries[key] = append(r.entries[key], &registryEntry{spec: name, factory: f})
 	}
 }
 
-// Lookup returns the factory registered for spec.
+// Lookup returns the factory registered for spec; when the name has
+// factories of several kinds, the first registered.
 func (r *Registry) Lookup(spec string) (Factory, bool) {
-	e, ok := r.entries[CanonicalSpec(spec)]
-	if !ok {
+	es := r.entries[CanonicalSpec(spec)]
+	if len(es) == 0 {
 		return Factory{}, false
 	}
-	return e.factory, true
+	return es[0].factory, true
 }
 
-// Names returns every registered name, sorted.
+// LookupAll returns every factory registered for spec, one per kind family.
+func (r *Registry) LookupAll(spec string) []Factory {
+	es := r.entries[CanonicalSpec(spec)]
+	out := make([]Factory, len(es))
+	for i, e := range es {
+		out[i] = e.factory
+	}
+	return out
+}
+
+// Names returns every registered name, sorted, once per name.
 func (r *Registry) Names() []string {
 	names := make([]string, 0, len(r.entries))
-	for _, e := range r.entries {
-		names = append(names, e.spec)
+	for _, es := range r.entries {
+		names = append(names, es[0].spec)
 	}
 	sort.Strings(names)
 	return names
+}
+
+// family groups kinds the way PasteDeploy's object types do.
+func (k Kind) family() int {
+	switch k {
+	case KindApp, KindComposite:
+		return 1
+	case KindFilter, KindFilterApp:
+		return 2
+	}
+	return 3
 }
 
 // Near returns up to three registered names close to spec, best first, for
@@ -204,7 +231,8 @@ func (r *Registry) Near(spec string) []string {
 		d    int
 	}
 	var cands []scored
-	for key, e := range r.entries {
+	for key, es := range r.entries {
+		e := es[0]
 		k := strings.ToLower(key)
 		d := editDistance(want, k)
 		if t := specTail(k); t != "" && wantTail != "" {
