@@ -273,3 +273,33 @@ func pyRepr(s string) string {
 	b.WriteByte(quote)
 	return b.String()
 }
+
+// Format writes f back as INI text that Parse reads to the same sections
+// and values: [DEFAULT] first (without the built-in here and __file__),
+// continuation lines indented.
+func (f *File) Format(skipDefaults ...string) []byte {
+	var b bytes.Buffer
+	skip := map[string]bool{}
+	for _, k := range skipDefaults {
+		skip[k] = true
+	}
+	writeSection := func(s *Section) {
+		fmt.Fprintf(&b, "[%s]\n", s.Name)
+		for _, o := range s.Options {
+			if s == f.Defaults && skip[o.Key] {
+				continue
+			}
+			lines := strings.Split(o.Value, "\n")
+			fmt.Fprintf(&b, "%s = %s\n", o.Key, lines[0])
+			for _, l := range lines[1:] {
+				fmt.Fprintf(&b, "\t%s\n", l)
+			}
+		}
+		b.WriteByte('\n')
+	}
+	writeSection(f.Defaults)
+	for _, s := range f.Sections {
+		writeSection(s)
+	}
+	return b.Bytes()
+}
