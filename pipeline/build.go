@@ -94,7 +94,12 @@ func load(opts LoadOptions, collect bool) (*Pipeline, error) {
 	v, err := st.load(opts.Path, opts.Name, opts.Kind)
 	p.Files = loadedFiles(st, opts.Path)
 	if err == nil {
-		err = p.setResult(v, opts.Kind)
+		if err = p.setResult(v, opts.Kind); err != nil {
+			var le *Error
+			if errors.As(err, &le) && le.Pos.File == "" && st.top != nil {
+				le.Pos, le.Section = st.top.sectPos, st.top.section
+			}
+		}
 	}
 	if err != nil {
 		var le *Error

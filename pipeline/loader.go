@@ -150,6 +150,7 @@ type loaderImpl interface {
 // (PasteDeploy ends use cycles in RecursionError).
 type loadState struct {
 	world world
+	top   *lcontext // the context load asked for
 	depth int
 	files map[string][]byte
 }
@@ -897,5 +898,6 @@ func (st *loadState) load(path, name string, kind ObjectKind) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	st.top = ctx
 	return st.create(ctx)
 }
