@@ -785,21 +785,18 @@ func (st *loadState) create(c *lcontext) (any, error) {
 			return st.world.invoke(c.object, &invocation{protocol: c.protocol, global: c.global, local: c.local, ctx: c})
 		}
 		return nil, c.ref.errorf("AssertionError", "Protocol %s unknown", pyProtocol(c.protocol))
-	case otFilter:
-		switch c.protocol {
-		case protoFilter:
-			return st.world.invoke(c.object, &invocation{protocol: c.protocol, global: c.global, local: c.local, ctx: c})
-		case protoFilterApp:
-			return loaderFunc(func(app any) (any, error) {
-				return st.world.invoke(c.object, &invocation{protocol: c.protocol, global: c.global, local: c.local, app: app, ctx: c})
-			}), nil
+	case otFilter, otServer:
+		// A filter_factory / server_factory is called now; a
+		// filter_app_factory / server_runner waits for its app
+		// (filter_wrapper and server_wrapper in loadwsgi).
+		direct, deferred := protoFilter, protoFilterApp
+		if c.ot == otServer {
+			direct, deferred = protoServer, protoServerRun
 		}
-		return nil, c.ref.errorf("AssertionError", "Protocol %s unknown", pyProtocol(c.protocol))
-	case otServer:
 		switch c.protocol {
-		case protoServer:
+		case direct:
 			return st.world.invoke(c.object, &invocation{protocol: c.protocol, global: c.global, local: c.local, ctx: c})
-		case protoServerRun:
+		case deferred:
 			return loaderFunc(func(app any) (any, error) {
 				return st.world.invoke(c.object, &invocation{protocol: c.protocol, global: c.global, local: c.local, app: app, ctx: c})
 			}), nil
