@@ -67,6 +67,7 @@ func RegisterBuiltins(r *Registry) {
 		"egg:paddock#translogger",
 		"egg:Paste#translogger",
 		"paste.translogger:make_filter")
+	r.Register(headersFactory(), "egg:paddock#headers")
 
 	// Servers: paddock serves the app itself; these factories hand it the
 	// [server:] settings.

@@ -39,6 +39,16 @@ func BenchmarkFilter(b *testing.B) {
 		{"catch_errors", catchErrorsFactory(), nil, get},
 		{"translogger", transloggerFactory(), map[string]string{"output": "discard"}, get},
 		{"healthcheck_filter/pass", healthcheckFilterFactory(), nil, get},
+		// Response edits through the pooled writer; request_remove of an
+		// absent header (the usual case) must not copy the request.
+		{"headers/response", headersFactory(), map[string]string{
+			"response_set":    "X-Content-Type-Options: nosniff\nX-Frame-Options: DENY",
+			"response_add":    "Cache-Control: no-store",
+			"response_remove": "Server X-Powered-By",
+			"request_remove":  "X-Internal-Auth",
+		}, get},
+		// Request edits: a shallow request copy with its own header map.
+		{"headers/request", headersFactory(), map[string]string{"request_set": "X-Tenant: blue", "request_remove": "User-Agent"}, get},
 	}
 	for _, bc := range cases {
 		b.Run(bc.name, func(b *testing.B) {

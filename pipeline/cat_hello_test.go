@@ -90,6 +90,7 @@ func TestCatRegisterBuiltins(t *testing.T) {
 		"egg:paddock#translogger":                                    KindFilter,
 		"egg:Paste#translogger":                                      KindFilter,
 		"paste.translogger:make_filter":                              KindFilter,
+		"egg:paddock#headers":                                        KindFilter,
 		"egg:paddock#http":                                           KindServer,
 		"egg:paddock#main":                                           KindServer,
 		"egg:gunicorn#main":                                          KindServer,

@@ -162,10 +162,14 @@ func validForwardedPrefix(p string) bool {
 // catalog through catRequestScheme) and the prefix prepended to the script
 // name.
 func applyForwarded(r *http.Request, proto, host, prefix string) *http.Request {
-	r2 := new(http.Request)
-	*r2 = *r
-	u := *r.URL
-	r2.URL = &u
+	meta := requestMeta(r)
+	if prefix != "" {
+		meta.scriptName = prefix + meta.scriptName
+	}
+	// Request, URL and context in one allocation.
+	ur := new(urlRequest)
+	r2 := ur.init(r, meta)
+	u := &ur.url
 	if host != "" {
 		r2.Host = host
 	}
@@ -175,9 +179,6 @@ func applyForwarded(r *http.Request, proto, host, prefix string) *http.Request {
 		u.Host = r2.Host
 	} else if host != "" && u.Host != "" {
 		u.Host = host
-	}
-	if prefix != "" {
-		r2 = WithScriptName(r2, prefix+ScriptName(r))
 	}
 	return r2
 }

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"net/http"
 	"net/textproto"
+	"sync"
 )
 
 // requestIDFactory assigns every request an id, like
@@ -35,18 +36,57 @@ func newRequestID(c *Config) (Middleware, error) {
 			if id == "" {
 				id = newRequestIDString()
 			}
-			w.Header()[header] = []string{id}
-			next.ServeHTTP(w, WithRequestID(r, id))
+			// The request copy, its context and the header's value slice
+			// share one allocation (the id string is the only other):
+			// this filter runs on every request.
+			st := new(idRequest)
+			meta := requestMeta(r)
+			meta.requestID = id
+			r2 := st.init(r, meta)
+			st.hdr[0] = id
+			// cap == len: a later Add copies instead of writing into st.
+			w.Header()[header] = st.hdr[:]
+			next.ServeHTTP(w, r2)
 		})
 	}, nil
+}
+
+// idRequest is the per-request state of the request_id filter.
+type idRequest struct {
+	metaRequest
+	hdr [1]string
+}
+
+// idEntropy is a batch of crypto/rand output consumed 16 bytes per id:
+// one getrandom per 32 ids instead of one per request. sync.Pool gives each
+// goroutine exclusive use of a batch, and consumed bytes are zeroed, so no
+// two ids can share bytes.
+type idEntropy struct {
+	buf [512]byte
+	off int
+}
+
+var idEntropyPool = sync.Pool{New: func() any { return &idEntropy{off: len(idEntropy{}.buf)} }}
+
+func readIDEntropy(u *[16]byte) {
+	e := idEntropyPool.Get().(*idEntropy)
+	if e.off+len(u) > len(e.buf) {
+		// crypto/rand.Read never fails; the runtime aborts if entropy is
+		// unavailable, the right outcome for an id meant to be unique.
+		_, _ = rand.Read(e.buf[:])
+		e.off = 0
+	}
+	chunk := e.buf[e.off : e.off+len(u)]
+	copy(u[:], chunk)
+	clear(chunk)
+	e.off += len(u)
+	idEntropyPool.Put(e)
 }
 
 // newRequestIDString returns "req-" and a random (version 4) UUID.
 func newRequestIDString() string {
 	var u [16]byte
-	// crypto/rand.Read never fails; the runtime aborts if entropy is
-	// unavailable, which is the right outcome for an id meant to be unique.
-	_, _ = rand.Read(u[:])
+	readIDEntropy(&u)
 	u[6] = u[6]&0x0f | 0x40
 	u[8] = u[8]&0x3f | 0x80
 	const hexdig = "0123456789abcdef"

@@ -1,9 +1,11 @@
 package pipeline
 
 import (
+	"context"
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 )
 
 func TestCatRequestID(t *testing.T) {
@@ -85,5 +87,45 @@ func TestCatValidRequestID(t *testing.T) {
 		if got := validRequestID(s); got != want {
 			t.Errorf("validRequestID(%q) = %v, want %v", s, got, want)
 		}
+	}
+}
+
+// TestCatRequestMetadata covers the context value request_id, urlmap and
+// http_proxy_to_wsgi share (request.go): each setter keeps the other
+// field, leaves the original request alone, and the context still carries
+// the parent's values and cancellation.
+func TestCatRequestMetadata(t *testing.T) {
+	type otherKey struct{}
+	ctx, cancel := context.WithCancel(context.WithValue(context.Background(), otherKey{}, "v"))
+	defer cancel()
+	r0 := httptest.NewRequest("GET", "/x", nil).WithContext(ctx)
+
+	r1 := WithScriptName(r0, "/api")
+	r2 := WithRequestID(r1, "req-1")
+	r3 := WithScriptName(r2, "/api/v2")
+	for _, c := range []struct {
+		r          *http.Request
+		script, id string
+	}{{r0, "", ""}, {r1, "/api", ""}, {r2, "/api", "req-1"}, {r3, "/api/v2", "req-1"}} {
+		if got := ScriptName(c.r); got != c.script {
+			t.Errorf("ScriptName = %q, want %q", got, c.script)
+		}
+		if got := RequestID(c.r); got != c.id {
+			t.Errorf("RequestID = %q, want %q", got, c.id)
+		}
+	}
+	if r3.Context().Value(otherKey{}) != "v" {
+		t.Error("parent context value lost")
+	}
+	child, stop := context.WithCancel(r3.Context())
+	defer stop()
+	cancel()
+	select {
+	case <-child.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("cancellation did not reach a context derived from the request")
+	}
+	if r3.Context().Err() != context.Canceled {
+		t.Errorf("Err = %v, want context.Canceled", r3.Context().Err())
 	}
 }

@@ -255,8 +255,13 @@ func requestHostPort(r *http.Request) (host, port string) {
 // name gained it. An empty remainder becomes "/": Paste leaves PATH_INFO
 // empty, but Go handlers (and ServeMux, which would redirect) expect a path.
 func (m *urlMap) mount(r *http.Request, prefix, p string, collapsed bool) *http.Request {
-	r2 := WithScriptName(r, ScriptName(r)+prefix)
-	u := *r.URL
+	meta := requestMeta(r)
+	meta.scriptName += prefix
+	// Request, URL and context in one allocation: this runs on every
+	// request that reaches a mounted app.
+	ur := new(urlRequest)
+	r2 := ur.init(r, meta)
+	u := &ur.url
 	rest := p[len(prefix):]
 	if rest == "" {
 		rest = "/"
@@ -272,7 +277,6 @@ func (m *urlMap) mount(r *http.Request, prefix, p string, collapsed bool) *http.
 			u.RawPath = ""
 		}
 	}
-	r2.URL = &u
 	return r2
 }
 
