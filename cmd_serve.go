@@ -1,7 +1,196 @@
 package main
 
-import "github.com/urfave/cli/v2"
+import (
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/urfave/cli/v2"
+
+	"paddock/logname"
+	"paddock/pipeline"
+	"paddock/worker"
+)
 
 func serveCommand() *cli.Command {
-	return &cli.Command{Name: "serve", Usage: "serve CONFIG in the foreground", Action: func(c *cli.Context) error { return cli.Exit("not yet", 1) }}
+	flags := []cli.Flag{
+		&cli.PathFlag{Name: "config", Aliases: []string{"c"}, EnvVars: []string{"PADDOCK_CONFIG"}, Usage: "the paste INI `FILE` to serve (or give it as the argument)"},
+		&cli.StringFlag{Name: "name", Aliases: []string{"n"}, EnvVars: []string{"PADDOCK_NAME"}, Value: "main", Usage: "the app `NAME` to serve"},
+		&cli.StringFlag{Name: "server", EnvVars: []string{"PADDOCK_SERVER"}, Value: "main", Usage: "read settings from [server:`NAME`]"},
+		&cli.StringFlag{Name: "log-format", EnvVars: []string{"PADDOCK_LOG_FORMAT"}, Value: "text", Usage: "log `FORMAT`: text or json",
+			Action: func(_ *cli.Context, v string) error {
+				if v != "text" && v != "json" {
+					return cli.Exit(fmt.Sprintf("paddock serve: --log-format %q: want text or json", v), exitUsage)
+				}
+				return nil
+			}},
+	}
+	for _, st := range worker.Known() {
+		flags = append(flags, settingFlag(st))
+	}
+	return &cli.Command{
+		Name:      "serve",
+		Usage:     "serve CONFIG in the foreground",
+		ArgsUsage: "CONFIG",
+		Description: "Loads the app NAME (default main) from CONFIG and serves it on every bind until a signal stops it:\n" +
+			"TERM stops gracefully (in-flight requests get graceful_timeout), INT and QUIT stop at once.\n" +
+			"Settings use gunicorn's names; each comes from its flag, else PADDOCK_<NAME> in the environment,\n" +
+			"else [server:main] in CONFIG, else the default. Exit 0 after a requested stop; 1 when the config\n" +
+			"is broken (one 'file:line: [section]: message' line per problem) or serving fails; 2 for a bad flag.",
+		Flags:  flags,
+		Action: serveAction,
+	}
 }
+
+// settingFlag declares the flag of a server setting. Every setting flag is
+// a string (a list for bind) so that worker.Resolve parses flag,
+// environment and file values alike (durations as seconds or 1m30s) and
+// names the flag in its errors.
+func settingFlag(st worker.Setting) cli.Flag {
+	switch {
+	case st.List:
+		return &cli.StringSliceFlag{Name: st.Flags[0], Aliases: st.Flags[1:], EnvVars: st.Envs, Usage: st.Usage, DefaultText: st.Default}
+	case st.Bool:
+		return switchFlag{&cli.GenericFlag{Name: st.Flags[0], Aliases: st.Flags[1:], EnvVars: st.Envs, Usage: st.Usage, DefaultText: st.Default, Value: &switchValue{}}}
+	}
+	return &cli.StringFlag{Name: st.Flags[0], Aliases: st.Flags[1:], EnvVars: st.Envs, Usage: st.Usage, DefaultText: st.Default}
+}
+
+func serveAction(c *cli.Context) error {
+	path := c.Path("config")
+	for _, a := range c.Args().Tail() {
+		if strings.HasPrefix(a, "-") {
+			// urfave/cli stops parsing flags at the first argument.
+			return cli.Exit(fmt.Sprintf("paddock serve: flag %s after CONFIG: put flags before CONFIG", a), exitUsage)
+		}
+	}
+	switch {
+	case c.NArg() == 1 && path == "":
+		path = c.Args().First()
+	case c.NArg() > 1 || (c.NArg() == 1 && path != ""):
+		return cli.Exit("paddock serve: give CONFIG once: as the argument or with --config", exitUsage)
+	case path == "":
+		return cli.Exit("paddock serve: need a CONFIG argument", exitUsage)
+	}
+	stderr := c.App.ErrWriter
+
+	server, loadWarnings, err := worker.LoadServer(path, c.String("server"), nil)
+	if err != nil {
+		return cli.Exit(err.Error(), exitFailed)
+	}
+	settings, warnings, err := worker.Resolve(worker.Input{Flags: commandLineSettings(c), Server: server})
+	if err != nil {
+		return cli.Exit(err.Error(), settingsExitCode(err))
+	}
+
+	log := hclog.New(&hclog.LoggerOptions{
+		Level:      settings.LogLevel,
+		Output:     stderr,
+		JSONFormat: c.String("log-format") == "json",
+	})
+	worker.LogWarnings(log.Named(logname.Master), append(loadWarnings, warnings...))
+
+	err = worker.Serve(c.Context, worker.Options{
+		ConfigPath: path,
+		AppName:    c.String("name"),
+		Settings:   settings,
+		Logger:     log,
+		Registry:   pipeline.NewDefaultRegistry(),
+	})
+	if err == nil {
+		return nil
+	}
+	var (
+		one  *pipeline.Error
+		list pipeline.ErrorList
+	)
+	if errors.As(err, &one) || errors.As(err, &list) {
+		return cli.Exit(err.Error(), exitFailed) // file:line lines, as check prints them
+	}
+	return cli.Exit("paddock serve: "+err.Error(), exitFailed)
+}
+
+// commandLineSettings returns the setting values typed on the command line.
+// urfave/cli folds PADDOCK_* variables into the flags; a value equal to its
+// variable's is left out, so worker.Resolve reads it from the environment
+// and reports its origin as env. (urfave/cli v2 cannot tell the two apart;
+// the one case this gets wrong, the same value given both ways, has the
+// same effect either way.)
+func commandLineSettings(c *cli.Context) map[string]string {
+	out := make(map[string]string)
+	for _, st := range worker.Known() {
+		name := st.Flags[0]
+		if !c.IsSet(name) {
+			continue
+		}
+		var v string
+		switch {
+		case st.List:
+			v = strings.Join(c.StringSlice(name), " ")
+		case st.Bool:
+			v = c.Generic(name).(*switchValue).text
+		default:
+			v = c.String(name)
+		}
+		if fromEnv(st, v) {
+			continue
+		}
+		out[st.Name] = v
+	}
+	return out
+}
+
+func fromEnv(st worker.Setting, v string) bool {
+	for _, env := range st.Envs {
+		ev, ok := os.LookupEnv(env)
+		if !ok {
+			continue
+		}
+		if st.List {
+			return slices.Equal(pipeline.SplitList(ev), pipeline.SplitList(v))
+		}
+		return ev == v
+	}
+	return false
+}
+
+// settingsExitCode is exitUsage when every problem is a flag (a bad
+// command line), else exitFailed.
+func settingsExitCode(err error) int {
+	var errs []error
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	} else {
+		errs = []error{err}
+	}
+	for _, e := range errs {
+		var se *worker.SettingError
+		if !errors.As(e, &se) || se.Origin.Source != worker.SourceFlag {
+			return exitFailed
+		}
+	}
+	return exitUsage
+}
+
+// switchValue is a flag value that, like a bool flag, may be given alone
+// (--reuse-port means true), while keeping the text of an explicit value
+// (--reuse-port=no, PADDOCK_REUSE_PORT=yes) for worker.Resolve to parse
+// the way the file is parsed (Paste's yes/on/1...).
+type switchValue struct{ text string }
+
+func (v *switchValue) Set(s string) error { v.text = s; return nil }
+func (v *switchValue) String() string     { return v.text }
+
+// IsBoolFlag tells the flag package the value is optional.
+func (v *switchValue) IsBoolFlag() bool { return true }
+
+// switchFlag shows a switchValue flag in help as a switch (no placeholder).
+type switchFlag struct{ *cli.GenericFlag }
+
+func (f switchFlag) TakesValue() bool { return false }
+
+// String renders the help line through switchFlag's own TakesValue.
+func (f switchFlag) String() string { return cli.FlagStringer(f) }

@@ -1,0 +1,259 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/rogpeppe/go-internal/testscript"
+	"github.com/urfave/cli/v2"
+)
+
+// TestMain lets scripts run the test binary as paddock (testscript puts it
+// on $PATH under that name).
+func TestMain(m *testing.M) {
+	testscript.Main(m, map[string]func(){
+		"paddock": func() { os.Exit(run(os.Args, os.Stdout, os.Stderr)) },
+	})
+}
+
+func TestScripts(t *testing.T) {
+	testscript.Run(t, testscript.Params{
+		Dir:                 "testdata/script",
+		RequireExplicitExec: true,
+		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
+			"freeport": cmdFreeport,
+			"waitfile": cmdWaitfile,
+			"httpget":  cmdHTTPGet,
+			"sigsend":  cmdSigsend,
+		},
+	})
+}
+
+// waitTimeout bounds every wait of the custom commands: a server that is
+// not up by then is broken, and the script must fail rather than hang.
+const waitTimeout = 10 * time.Second
+
+// freeport NAME: set $NAME to a TCP port on 127.0.0.1 that was free a
+// moment ago. (A bind to :0 would be free for sure, but its port is only in
+// the server's log, which a script sees after the server exits.)
+func cmdFreeport(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 1 {
+		ts.Fatalf("usage: freeport NAME")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ts.Check(err)
+	port := ln.Addr().(*net.TCPAddr).Port
+	ts.Check(ln.Close())
+	ts.Setenv(args[0], strconv.Itoa(port))
+}
+
+// waitfile PATH: wait until PATH exists and is not empty.
+func cmdWaitfile(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 1 {
+		ts.Fatalf("usage: waitfile PATH")
+	}
+	path := ts.MkAbs(args[0])
+	deadline := time.Now().Add(waitTimeout)
+	for time.Now().Before(deadline) {
+		if fi, err := os.Stat(path); err == nil && fi.Size() > 0 {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	ts.Fatalf("%s did not appear within %v", args[0], waitTimeout)
+}
+
+// httpget [-fill Name=N]... [-target-len N] URL [want-status] [want-body-regexp]
+//
+// GETs URL, retrying while the connection is refused (the server may still
+// be starting). -fill adds header Name with an N-byte value; -target-len
+// pads the path so the request line is N bytes long. The response status
+// and body go to stdout, so scripts can also match them with stdout.
+func cmdHTTPGet(ts *testscript.TestScript, neg bool, args []string) {
+	if neg {
+		ts.Fatalf("unsupported: ! httpget")
+	}
+	hdr := http.Header{}
+	targetLen := 0
+	for len(args) >= 2 && strings.HasPrefix(args[0], "-") {
+		switch args[0] {
+		case "-fill":
+			name, n, ok := strings.Cut(args[1], "=")
+			size, err := strconv.Atoi(n)
+			if !ok || err != nil {
+				ts.Fatalf("httpget: -fill wants Name=N, got %q", args[1])
+			}
+			hdr.Set(name, strings.Repeat("x", size))
+		case "-target-len":
+			n, err := strconv.Atoi(args[1])
+			ts.Check(err)
+			targetLen = n
+		default:
+			ts.Fatalf("httpget: unknown option %s", args[0])
+		}
+		args = args[2:]
+	}
+	if len(args) < 1 || len(args) > 3 {
+		ts.Fatalf("usage: httpget [-fill Name=N]... [-target-len N] URL [want-status] [want-body-regexp]")
+	}
+	url := args[0]
+	if targetLen > 0 {
+		// "GET " + path + " HTTP/1.1" == targetLen
+		i := strings.Index(url[len("http://"):], "/")
+		path := url[len("http://")+i:]
+		pad := targetLen - len("GET ") - len(path) - len(" HTTP/1.1")
+		if pad < 0 {
+			ts.Fatalf("httpget: -target-len %d is shorter than the request", targetLen)
+		}
+		url += strings.Repeat("a", pad)
+	}
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	ts.Check(err)
+	req.Header = hdr
+	client := &http.Client{Timeout: waitTimeout, Transport: &http.Transport{DisableKeepAlives: true}}
+
+	var resp *http.Response
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		resp, err = client.Do(req)
+		if err == nil || !isRefused(err) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	ts.Check(err)
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	ts.Check(err)
+	fmt.Fprintf(ts.Stdout(), "%d\n%s", resp.StatusCode, body)
+
+	if len(args) >= 2 {
+		want, err := strconv.Atoi(args[1])
+		ts.Check(err)
+		if resp.StatusCode != want {
+			ts.Fatalf("GET %s: status %d, want %d; body:\n%s", args[0], resp.StatusCode, want, body)
+		}
+	}
+	if len(args) == 3 {
+		re, err := regexp.Compile(args[2])
+		ts.Check(err)
+		if !re.Match(body) {
+			ts.Fatalf("GET %s: body %q does not match %q", args[0], body, args[2])
+		}
+	}
+}
+
+func isRefused(err error) bool {
+	return strings.Contains(err.Error(), "connection refused")
+}
+
+// sigsend PIDFILE SIG: send SIG (TERM, INT, QUIT, HUP, USR1, ...) to the
+// process whose pid PIDFILE holds. testscript's kill sends only KILL and
+// INT, and does not reach processes by pidfile.
+func cmdSigsend(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 2 {
+		ts.Fatalf("usage: sigsend PIDFILE SIG")
+	}
+	sigs := map[string]syscall.Signal{
+		"TERM": syscall.SIGTERM, "INT": syscall.SIGINT, "QUIT": syscall.SIGQUIT, "HUP": syscall.SIGHUP,
+		"USR1": syscall.SIGUSR1, "USR2": syscall.SIGUSR2, "TTIN": syscall.SIGTTIN, "TTOU": syscall.SIGTTOU,
+	}
+	sig, ok := sigs[strings.TrimPrefix(args[1], "SIG")]
+	if !ok {
+		ts.Fatalf("sigsend: unknown signal %q", args[1])
+	}
+	b, err := os.ReadFile(ts.MkAbs(args[0]))
+	ts.Check(err)
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	ts.Check(err)
+	ts.Check(syscall.Kill(pid, sig))
+}
+
+// The exit codes scripts cannot see (! exec only says non-zero).
+func TestServeExitCodes(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, text string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	good := write("good.ini", "[app:main]\nuse = egg:paddock#hello\n")
+	broken := write("broken.ini", "[app:main]\nuse = egg:paddock#nope\n")
+	badSetting := write("setting.ini", "[server:main]\nuse = egg:paddock#http\nworkers = lots\n\n[app:main]\nuse = egg:paddock#hello\n")
+	tests := []struct {
+		name   string
+		args   []string
+		want   int
+		stderr string
+	}{
+		{"broken app", []string{"serve", broken}, exitFailed, broken + `:2: [app:main]: no factory registered for "egg:paddock#nope"`},
+		{"bad file setting", []string{"serve", badSetting}, exitFailed, badSetting + `:3: [server:main]: workers: not an integer: "lots"`},
+		{"missing file", []string{"serve", filepath.Join(dir, "nope.ini")}, exitFailed, "nope.ini"},
+		{"bad flag value", []string{"serve", "--workers", "x", good}, exitUsage, `--workers: not an integer: "x"`},
+		{"bad log level", []string{"serve", "--log-level", "loud", good}, exitUsage, `--log-level: unknown log level "loud"`},
+		{"bad log format", []string{"serve", "--log-format", "xml", good}, exitUsage, `--log-format "xml": want text or json`},
+		{"no config", []string{"serve"}, exitUsage, "need a CONFIG argument"},
+		{"two configs", []string{"serve", good, good}, exitUsage, "give CONFIG once"},
+		{"flag after config", []string{"serve", good, "--workers", "1"}, exitUsage, "flag --workers after CONFIG"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			got := run(append([]string{"paddock"}, tc.args...), &stdout, &stderr)
+			if got != tc.want {
+				t.Errorf("exit %d, want %d; stderr:\n%s", got, tc.want, stderr.String())
+			}
+			if !strings.Contains(stderr.String(), tc.stderr) {
+				t.Errorf("stderr\n%s\ndoes not contain %q", stderr.String(), tc.stderr)
+			}
+		})
+	}
+}
+
+// Values urfave/cli took from PADDOCK_* variables are left to
+// worker.Resolve, so their origin is reported as env, not flag.
+func TestCommandLineSettings(t *testing.T) {
+	t.Setenv("PADDOCK_WORKERS", "3")
+	t.Setenv("PADDOCK_KEEPALIVE", "9")
+	t.Setenv("PADDOCK_BIND", "127.0.0.1:7 127.0.0.1:8")
+	t.Setenv("PADDOCK_REUSE_PORT", "yes")
+	tests := []struct {
+		name string
+		args []string
+		want map[string]string
+	}{
+		{"env only", nil, map[string]string{}},
+		{"flags over env", []string{"--keepalive", "4", "--bind", "127.0.0.1:1", "--bind", "unix:/x", "--reuse-port", "--workers=0"},
+			map[string]string{"keepalive": "4", "bind": "127.0.0.1:1 unix:/x", "reuse_port": "true", "workers": "0"}},
+		{"switch with a value", []string{"--reuse-port=off"}, map[string]string{"reuse_port": "off"}},
+		{"gunicorn spelling", []string{"--loglevel", "debug"}, map[string]string{"loglevel": "debug"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := serveCommand()
+			var got map[string]string
+			cmd.Action = func(c *cli.Context) error { got = commandLineSettings(c); return nil }
+			app := &cli.App{Commands: []*cli.Command{cmd}, Writer: io.Discard, ErrWriter: io.Discard}
+			args := append(append([]string{"paddock", "serve"}, tc.args...), "x.ini")
+			if err := app.Run(args); err != nil {
+				t.Fatal(err)
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+				t.Errorf("got %v, want %v", got, tc.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,306 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"paddock/listener"
+	"paddock/logname"
+	"paddock/pipeline"
+)
+
+// ErrDrainTimeout is the cause of a graceful stop's context when
+// graceful_timeout passes with requests still in flight.
+var ErrDrainTimeout = errors.New("graceful_timeout reached")
+
+// errImmediate is the cause of a graceful stop cut short by an immediate
+// one (TERM, then INT).
+var errImmediate = errors.New("immediate stop requested")
+
+// Options is what Serve needs.
+type Options struct {
+	// ConfigPath is the paste INI file.
+	ConfigPath string
+	// AppName is the app section to serve; "" means main.
+	AppName string
+	// Settings are the resolved server settings (Resolve). Required.
+	Settings *Settings
+	// Logger is the root logger; Serve logs through its master and
+	// listener sub-loggers. Nil discards.
+	Logger hclog.Logger
+	// Registry holds the factories; nil means pipeline.NewDefaultRegistry.
+	Registry *pipeline.Registry
+	// Stop delivers stop requests. Nil means Serve follows the process's
+	// signals (Signals): TERM graceful, INT and QUIT immediate.
+	Stop <-chan Stop
+	// OnReady, if set, is called once every listener accepts, with their
+	// addresses (the real port of a :0 bind).
+	OnReady func(addrs []net.Addr)
+}
+
+// Serve loads the app once, opens every bind, serves until a stop request,
+// then stops as asked and returns nil. ctx being done counts as a graceful
+// stop. A config problem is returned as the *pipeline.Error or
+// pipeline.ErrorList the loader produced, so it prints as file:line lines.
+func Serve(ctx context.Context, opts Options) error {
+	s := opts.Settings
+	if s == nil {
+		return errors.New("worker: Serve: no settings")
+	}
+	log := opts.Logger
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
+	mlog := log.Named(logname.Master)
+
+	stop := opts.Stop
+	if stop == nil {
+		// Catch signals before the slow part, so a TERM during startup is
+		// a clean stop rather than the default kill.
+		sctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		stop = Signals(sctx, mlog)
+	}
+	warnNotImplemented(s, mlog)
+
+	appName := opts.AppName
+	if appName == "" {
+		appName = "main"
+	}
+	p, err := pipeline.Load(pipeline.LoadOptions{Path: opts.ConfigPath, Name: appName, Kind: pipeline.ObjectApp, Registry: opts.Registry, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	LogWarnings(mlog, p.Warnings)
+
+	lns, err := openListeners(ctx, s, log.Named(logname.Listener))
+	if err != nil {
+		return err
+	}
+	srv := newServer(ctx, p.Handler, s, mlog)
+	srv.start(lns)
+
+	pid := os.Getpid()
+	if s.Pidfile != "" {
+		if err := writePidfile(s.Pidfile, pid); err != nil {
+			srv.close()
+			srv.wait()
+			return fmt.Errorf("worker: %w", err)
+		}
+		defer func() {
+			if err := removePidfile(s.Pidfile, pid); err != nil {
+				mlog.Warn("cannot remove pidfile", "path", s.Pidfile, "error", err)
+			}
+		}()
+	}
+	if opts.OnReady != nil {
+		opts.OnReady(srv.addrs())
+	}
+	mlog.Info("ready", "pid", pid, "config", opts.ConfigPath, "app", appName, "listeners", len(lns))
+
+	serveErr := srv.run(ctx, stop, s.GracefulTimeout)
+	mlog.Info("stopped")
+	return serveErr
+}
+
+// LogWarnings logs config warnings one per line, each as check prints it
+// (file:line: [section]: message), so they read the same in both places.
+func LogWarnings(log hclog.Logger, warnings []*pipeline.Error) {
+	for _, w := range warnings {
+		log.Warn(w.Error())
+	}
+}
+
+// warnNotImplemented logs the settings that are accepted but not acted on
+// yet, so nobody believes they are.
+func warnNotImplemented(s *Settings, log hclog.Logger) {
+	if s.Workers > 0 {
+		log.Warn("worker processes are not implemented yet; serving in this process", "workers", s.Workers)
+	}
+	if s.AccessLog != "" {
+		log.Warn("accesslog is not implemented yet; use the translogger filter for an access log", "accesslog", s.AccessLog)
+	}
+	if s.ErrorLog != "" && s.ErrorLog != "-" {
+		log.Warn("errorlog to a file is not implemented yet; logging to stderr", "errorlog", s.ErrorLog)
+	}
+}
+
+// openListeners opens every bind; on error it closes the ones it opened.
+func openListeners(ctx context.Context, s *Settings, log hclog.Logger) ([]net.Listener, error) {
+	opts := listener.Options{Backlog: s.Backlog, ReusePort: s.ReusePort}
+	lns := make([]net.Listener, 0, len(s.Bind))
+	for _, spec := range s.Bind {
+		ln, err := listener.Listen(ctx, spec, opts)
+		if err != nil {
+			for _, l := range lns {
+				l.Close()
+			}
+			return nil, fmt.Errorf("worker: open listeners: %w", err)
+		}
+		log.Info("listening", "addr", ln.Addr().String(), "network", spec.Network, "bind", spec.String())
+		lns = append(lns, ln)
+	}
+	return lns, nil
+}
+
+// server serves one handler on a set of listeners, one http.Server each,
+// and stops them together. It holds no process-wide state (signals,
+// pidfile), so a worker process can run it on the listeners its master
+// hands it.
+type server struct {
+	log     hclog.Logger
+	servers []*http.Server
+	lns     []net.Listener
+	failed  chan error // Serve errors other than ErrServerClosed
+	wg      sync.WaitGroup
+	handler http.Handler
+	s       *Settings
+	baseCtx context.Context
+}
+
+// newServer prepares serving h; ctx's values (not its cancellation) reach
+// every request.
+func newServer(ctx context.Context, h http.Handler, s *Settings, log hclog.Logger) *server {
+	return &server{log: log, handler: newLimits(s).wrap(h, log), s: s, baseCtx: context.WithoutCancel(ctx)}
+}
+
+func (srv *server) newHTTPServer() *http.Server {
+	l := newLimits(srv.s)
+	hs := &http.Server{
+		Handler:           srv.handler,
+		ReadHeaderTimeout: srv.s.Timeout,
+		IdleTimeout:       srv.s.Keepalive,
+		MaxHeaderBytes:    l.maxHeaderBytes(),
+		// net/http writes only errors here, without a level prefix, so
+		// inference alone would log them at info.
+		ErrorLog: srv.log.StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Error}),
+		// Requests must outlive the serving context: a graceful stop
+		// cancels it, and in-flight requests are what it waits for.
+		BaseContext: func(net.Listener) context.Context { return srv.baseCtx },
+	}
+	if srv.s.Keepalive == 0 {
+		hs.SetKeepAlivesEnabled(false)
+	}
+	return hs
+}
+
+// start serves every listener in its own goroutine; each goroutine ends
+// when its http.Server is shut down or closed (wait waits for them).
+func (srv *server) start(lns []net.Listener) {
+	srv.lns = lns
+	srv.failed = make(chan error, len(lns))
+	for _, ln := range lns {
+		hs := srv.newHTTPServer()
+		srv.servers = append(srv.servers, hs)
+		srv.wg.Go(func() {
+			if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				srv.failed <- fmt.Errorf("serve %s: %w", ln.Addr(), err)
+			}
+		})
+	}
+}
+
+func (srv *server) addrs() []net.Addr {
+	out := make([]net.Addr, len(srv.lns))
+	for i, ln := range srv.lns {
+		out[i] = ln.Addr()
+	}
+	return out
+}
+
+// run serves until stop asks (or ctx is done: graceful), a listener fails
+// (then everything is closed and the error returned), and waits for the
+// serving goroutines.
+func (srv *server) run(ctx context.Context, stop <-chan Stop, grace time.Duration) error {
+	defer srv.wait()
+	for {
+		select {
+		case <-ctx.Done():
+			srv.drain(ctx, stop, grace)
+			return nil
+		case st, ok := <-stop:
+			if !ok {
+				stop = nil // the relay ended with ctx; ctx.Done follows
+				continue
+			}
+			if st == StopImmediate {
+				srv.log.Info("stopping immediately")
+				srv.close()
+				return nil
+			}
+			srv.drain(ctx, stop, grace)
+			return nil
+		case err := <-srv.failed:
+			srv.log.Error("listener failed; stopping", "error", err)
+			srv.close()
+			return fmt.Errorf("worker: %w", err)
+		}
+	}
+}
+
+// drain is the graceful stop: stop accepting, let in-flight requests
+// finish (net/http answers them with Connection: close and closes idle
+// connections) for up to grace, then close what is left. An immediate
+// stop arriving meanwhile cuts the wait short.
+func (srv *server) drain(ctx context.Context, stop <-chan Stop, grace time.Duration) {
+	srv.log.Info("draining", "graceful_timeout", grace.String())
+	dctx, cancel := context.WithTimeoutCause(context.WithoutCancel(ctx), grace, ErrDrainTimeout)
+	defer cancel()
+	ictx, icancel := context.WithCancelCause(dctx)
+	var watch sync.WaitGroup
+	defer watch.Wait() // after icancel below has ended the watcher
+	defer icancel(nil)
+	if stop != nil {
+		watch.Go(func() {
+			for {
+				select {
+				case <-ictx.Done():
+					return
+				case st, ok := <-stop:
+					if !ok {
+						return
+					}
+					if st == StopImmediate {
+						icancel(errImmediate)
+						return
+					}
+				}
+			}
+		})
+	}
+	if err := srv.shutdown(ictx); err != nil {
+		srv.log.Warn("drain incomplete; closing remaining connections", "error", context.Cause(ictx))
+		srv.close()
+		return
+	}
+	srv.log.Info("drained")
+}
+
+// shutdown shuts every http.Server down at once and returns the first
+// error (the context's, when requests were still running).
+func (srv *server) shutdown(ctx context.Context) error {
+	errs := make([]error, len(srv.servers))
+	var wg sync.WaitGroup
+	for i, hs := range srv.servers {
+		wg.Go(func() { errs[i] = hs.Shutdown(ctx) })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+func (srv *server) close() {
+	for _, hs := range srv.servers {
+		hs.Close()
+	}
+}
+
+func (srv *server) wait() { srv.wg.Wait() }

@@ -1,0 +1,474 @@
+package worker
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"paddock/listener"
+	"paddock/pipeline"
+)
+
+// Source says which layer a setting's value came from. Precedence, highest
+// first: SourceFlag, SourceEnv, SourceFile, SourceDefault (SPEC §7).
+type Source string
+
+// The layers a setting can come from.
+const (
+	SourceDefault Source = "default"
+	SourceFile    Source = "file"
+	SourceEnv     Source = "env"
+	SourceFlag    Source = "flag"
+)
+
+func (s Source) rank() int {
+	switch s {
+	case SourceFlag:
+		return 3
+	case SourceEnv:
+		return 2
+	case SourceFile:
+		return 1
+	}
+	return 0
+}
+
+// Origin is where a setting's value came from.
+type Origin struct {
+	Source Source
+	// Where names the place: "--workers", "PADDOCK_WORKERS",
+	// "paste.ini:12"; empty for a default.
+	Where string
+	// Value is the text as written (the default's text for a default).
+	Value string
+}
+
+// Settings are the server settings paddock acts on now, under gunicorn's
+// names. Resolve fills every field; the zero value is not meaningful.
+type Settings struct {
+	// Bind is the deduplicated list of sockets to serve on.
+	Bind []listener.Spec
+	// Workers is the number of worker processes. Only 0 (the master
+	// serves in-process) is implemented; a larger number is accepted with a
+	// warning and the process still serves alone.
+	Workers int
+	// Timeout is gunicorn's worker timeout. With no worker processes it
+	// bounds how long a client may take to send a request's headers
+	// (http.Server.ReadHeaderTimeout); 0 disables it.
+	Timeout time.Duration
+	// GracefulTimeout bounds a graceful stop: in-flight requests get this
+	// long to finish before their connections are closed.
+	GracefulTimeout time.Duration
+	// Keepalive is how long an idle keep-alive connection is kept open
+	// (http.Server.IdleTimeout); 0 turns keep-alive off.
+	Keepalive time.Duration
+	// LimitRequestLine is the longest request line accepted (0: no limit
+	// beyond the header total).
+	LimitRequestLine int
+	// LimitRequestFields is the most header fields a request may have.
+	LimitRequestFields int
+	// LimitRequestFieldSize is the longest header field, name and value
+	// (0: no limit beyond the header total).
+	LimitRequestFieldSize int
+	// Backlog is the listen queue length.
+	Backlog int
+	// ReusePort sets SO_REUSEPORT on tcp listeners.
+	ReusePort bool
+	// Pidfile is written with the serving process's pid; "" writes none.
+	Pidfile string
+	// AccessLog, ErrorLog: accepted, not implemented yet (see Serve).
+	AccessLog string
+	ErrorLog  string
+	// LogLevel is the level of the root logger.
+	LogLevel hclog.Level
+
+	// Origins maps each setting name to where its value came from.
+	Origins map[string]Origin
+}
+
+// Setting describes one server setting: its gunicorn name, the flags and
+// environment variables that set it, and its default.
+type Setting struct {
+	// Name is the gunicorn name, as written in [server:main].
+	Name string
+	// Flags are the command-line flag names; the first is the main one
+	// (the name with - for _).
+	Flags []string
+	// Envs are the environment variables, first set wins
+	// (PADDOCK_<NAME>).
+	Envs []string
+	// Default is the default value as text.
+	Default string
+	// Usage is the one-line help, with a backticked placeholder.
+	Usage string
+	// List marks a setting given several times (bind).
+	List bool
+	// Bool marks a switch: its flag may be given without a value.
+	Bool bool
+
+	parse func(s *Settings, v string) error
+}
+
+// Defaults of the settings that have one (gunicorn's).
+const (
+	DefaultBind                  = "127.0.0.1:8000"
+	DefaultTimeout               = 30 * time.Second
+	DefaultGracefulTimeout       = 30 * time.Second
+	DefaultKeepalive             = 2 * time.Second
+	DefaultLimitRequestLine      = 4094
+	DefaultLimitRequestFields    = 100
+	DefaultLimitRequestFieldSize = 8190
+	DefaultBacklog               = 2048
+
+	// maxRequestLine and maxRequestFields are gunicorn's upper bounds.
+	maxRequestLine   = 8190
+	maxRequestFields = 32768
+)
+
+func setting(name, def, usage string, parse func(*Settings, string) error) Setting {
+	return Setting{
+		Name:    name,
+		Flags:   []string{strings.ReplaceAll(name, "_", "-")},
+		Envs:    []string{"PADDOCK_" + strings.ToUpper(name)},
+		Default: def,
+		Usage:   usage,
+		parse:   parse,
+	}
+}
+
+// table is every setting paddock implements or accepts, in help order.
+var table = func() []Setting {
+	bind := setting("bind", DefaultBind, "serve on `ADDR`: host:port, [::1]:port, :port, unix:/path or fd://N (repeatable; in the file and env space-separated)",
+		func(s *Settings, v string) error {
+			items := pipeline.SplitList(v)
+			if len(items) == 0 {
+				return errors.New("no address")
+			}
+			specs, err := listener.ParseList(items)
+			if err != nil {
+				return err
+			}
+			s.Bind = specs
+			return nil
+		})
+	bind.List = true
+	bind.Flags = append(bind.Flags, "b")
+	loglevel := setting("loglevel", "info", "log `LEVEL`: trace, debug, info, warning, error",
+		func(s *Settings, v string) error {
+			l, err := ParseLogLevel(v)
+			s.LogLevel = l
+			return err
+		})
+	// --log-level is the spelling the rest of the CLI uses; --loglevel is
+	// gunicorn's.
+	loglevel.Flags = []string{"log-level", "loglevel"}
+	loglevel.Envs = []string{"PADDOCK_LOG_LEVEL", "PADDOCK_LOGLEVEL"}
+	reusePort := setting("reuse_port", "false", "set SO_REUSEPORT on tcp sockets",
+		func(s *Settings, v string) error {
+			b, err := pipeline.ParseBool(v)
+			s.ReusePort = b
+			return err
+		})
+	reusePort.Bool = true
+	workers := setting("workers", "0", "worker processes (`N`); 0 serves in the master process (only 0 is implemented)",
+		intIn(0, 1<<16, func(s *Settings, n int) { s.Workers = n }))
+	workers.Flags = append(workers.Flags, "w")
+	return []Setting{
+		bind,
+		setting("host", listener.PasteHost, "Paste-style `HOST` to serve on when bind is not set", nil),
+		setting("port", strconv.Itoa(listener.PastePort), "Paste-style `PORT` to serve on when bind is not set", nil),
+		workers,
+		setting("timeout", "30", "`SECONDS` a client may take to send request headers; 0 for no limit",
+			duration(func(s *Settings, d time.Duration) { s.Timeout = d })),
+		setting("graceful_timeout", "30", "`SECONDS` in-flight requests get to finish on a graceful stop (TERM)",
+			duration(func(s *Settings, d time.Duration) { s.GracefulTimeout = d })),
+		setting("keepalive", "2", "`SECONDS` an idle keep-alive connection stays open; 0 turns keep-alive off",
+			duration(func(s *Settings, d time.Duration) { s.Keepalive = d })),
+		setting("limit_request_line", strconv.Itoa(DefaultLimitRequestLine), "longest request line in `BYTES` (0 to 8190; 0: no own limit)",
+			intIn(0, maxRequestLine, func(s *Settings, n int) { s.LimitRequestLine = n })),
+		setting("limit_request_fields", strconv.Itoa(DefaultLimitRequestFields), "most header fields in a request (`N`, up to 32768; 0: 32768)",
+			intIn(0, maxRequestFields, func(s *Settings, n int) {
+				if n == 0 {
+					n = maxRequestFields
+				}
+				s.LimitRequestFields = n
+			})),
+		setting("limit_request_field_size", strconv.Itoa(DefaultLimitRequestFieldSize), "longest header field in `BYTES` (0: no own limit)",
+			intIn(0, 1<<20, func(s *Settings, n int) { s.LimitRequestFieldSize = n })),
+		setting("backlog", strconv.Itoa(DefaultBacklog), "listen queue length (`N`; the kernel caps it at net.core.somaxconn)",
+			intIn(1, 1<<20, func(s *Settings, n int) { s.Backlog = n })),
+		reusePort,
+		setting("pidfile", "", "write the server's pid to `FILE`",
+			func(s *Settings, v string) error { s.Pidfile = strings.TrimSpace(v); return nil }),
+		setting("accesslog", "", "access log `FILE` or - (accepted; not implemented yet: use the translogger filter)",
+			func(s *Settings, v string) error { s.AccessLog = strings.TrimSpace(v); return nil }),
+		setting("errorlog", "-", "error log `FILE` or - for stderr (accepted; only - is implemented)",
+			func(s *Settings, v string) error { s.ErrorLog = strings.TrimSpace(v); return nil }),
+		loglevel,
+	}
+}()
+
+// Settings that real gunicorn/Paste configs carry and paddock knows but
+// does not implement yet. Refused ones would silently weaken the service if
+// ignored (plain HTTP instead of TLS, root instead of a service user);
+// the others are warned about and ignored.
+var (
+	refused = map[string]string{
+		"certfile":       "TLS is not implemented yet; refusing to serve plain HTTP instead",
+		"keyfile":        "TLS is not implemented yet; refusing to serve plain HTTP instead",
+		"user":           "dropping privileges is not implemented yet; refusing to serve as the current user instead",
+		"group":          "dropping privileges is not implemented yet; refusing to serve as the current group instead",
+		"proxy_protocol": "the PROXY protocol is not implemented yet; every request would be misread",
+	}
+	notYet = []string{"max_requests", "max_requests_jitter", "umask", "control_socket", "access_log_format", "forwarded_allow_ips"}
+)
+
+// Known returns the settings Resolve reads from flags and the environment,
+// in help order.
+func Known() []Setting { return slices.Clone(table) }
+
+// ParseLogLevel parses a log level: hclog's names (trace, debug, info,
+// warn, error, off) and gunicorn's (warning, critical).
+func ParseLogLevel(v string) (hclog.Level, error) {
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "warning":
+		return hclog.Warn, nil
+	case "critical":
+		return hclog.Error, nil
+	}
+	l := hclog.LevelFromString(v)
+	if l == hclog.NoLevel {
+		return hclog.NoLevel, fmt.Errorf("unknown log level %q (want trace, debug, info, warning, error or critical)", v)
+	}
+	return l, nil
+}
+
+func intIn(lo, hi int, set func(*Settings, int)) func(*Settings, string) error {
+	return func(s *Settings, v string) error {
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil {
+			return fmt.Errorf("not an integer: %q", v)
+		}
+		if n < lo || n > hi {
+			return fmt.Errorf("%d is out of range (%d to %d)", n, lo, hi)
+		}
+		set(s, n)
+		return nil
+	}
+}
+
+func duration(set func(*Settings, time.Duration)) func(*Settings, string) error {
+	return func(s *Settings, v string) error {
+		d, err := pipeline.ParseDuration(v)
+		if err != nil {
+			return err
+		}
+		set(s, d)
+		return nil
+	}
+}
+
+// Input is what Resolve layers.
+type Input struct {
+	// Flags are the values given on the command line, by setting name; a
+	// list setting's values joined by spaces. Only flags the user typed
+	// belong here: a value that came from the environment must be left to
+	// LookupEnv so its origin is reported right.
+	Flags map[string]string
+	// LookupEnv reads the environment; nil means os.LookupEnv.
+	LookupEnv func(string) (string, bool)
+	// Server is the [server:NAME] section; nil when the config has none.
+	Server *pipeline.ServerSpec
+}
+
+// SettingError is a bad value from a flag or an environment variable.
+// Bad values in the file are *pipeline.Error, located at file:line.
+type SettingError struct {
+	Setting string
+	Origin  Origin
+	Err     error
+}
+
+func (e *SettingError) Error() string {
+	return fmt.Sprintf("%s: %v", e.Origin.Where, e.Err)
+}
+
+func (e *SettingError) Unwrap() error { return e.Err }
+
+// Resolve computes the settings from the layers in in: flag > environment
+// > [server:NAME] > default. Warnings name file:line: settings of other
+// servers (waitress threads, gunicorn worker_class...) that paddock
+// ignores, and known settings not implemented yet. The error joins every
+// bad value: *pipeline.Error for the file, *SettingError for flags and
+// the environment.
+func Resolve(in Input) (*Settings, []*pipeline.Error, error) {
+	lookupEnv := in.LookupEnv
+	if lookupEnv == nil {
+		lookupEnv = os.LookupEnv
+	}
+	s := &Settings{Origins: make(map[string]Origin, len(table))}
+	var (
+		warnings []*pipeline.Error
+		errs     []error
+	)
+	fileErr := func(key, format string, args ...any) *pipeline.Error {
+		return &pipeline.Error{Pos: in.Server.PosOf(key), Section: in.Server.Section, Class: "ValueError", Msg: key + ": " + fmt.Sprintf(format, args...)}
+	}
+
+	for _, st := range table {
+		origin := pick(st, in, lookupEnv)
+		s.Origins[st.Name] = origin
+		if st.parse == nil {
+			continue // host and port are folded into bind below
+		}
+		if err := st.parse(s, origin.Value); err != nil {
+			if origin.Source == SourceFile {
+				e := fileErr(st.Name, "%v", err)
+				e.Err = err
+				errs = append(errs, e)
+			} else {
+				errs = append(errs, &SettingError{Setting: st.Name, Origin: origin, Err: err})
+			}
+		}
+	}
+	if err := resolveHostPort(s, in, &warnings); err != nil {
+		errs = append(errs, err)
+	}
+
+	if in.Server != nil {
+		known := make(map[string]bool, len(table))
+		for _, st := range table {
+			known[st.Name] = true
+		}
+		for _, key := range slices.Sorted(maps.Keys(in.Server.Settings)) {
+			switch {
+			case known[key]:
+			case refused[key] != "":
+				if strings.TrimSpace(in.Server.Settings[key]) == "" || (key == "proxy_protocol" && isFalse(in.Server.Settings[key])) {
+					continue
+				}
+				errs = append(errs, fileErr(key, "%s", refused[key]))
+			case slices.Contains(notYet, key):
+				warnings = append(warnings, warning(in.Server, key, fmt.Sprintf("setting %q is not implemented yet; ignored", key)))
+			default:
+				warnings = append(warnings, warning(in.Server, key, fmt.Sprintf("unknown setting %q (not a paddock setting; another server's option?); ignored", key)))
+			}
+		}
+	}
+	slices.SortStableFunc(warnings, func(a, b *pipeline.Error) int { return a.Pos.Line - b.Pos.Line })
+	if len(errs) > 0 {
+		return nil, warnings, errors.Join(errs...)
+	}
+	return s, warnings, nil
+}
+
+func isFalse(v string) bool {
+	b, err := pipeline.ParseBool(v)
+	return err == nil && !b
+}
+
+func warning(srv *pipeline.ServerSpec, key, msg string) *pipeline.Error {
+	return &pipeline.Error{Pos: srv.PosOf(key), Section: srv.Section, Class: "Warning", Msg: msg}
+}
+
+// pick returns the highest-precedence value of st.
+func pick(st Setting, in Input, lookupEnv func(string) (string, bool)) Origin {
+	if v, ok := in.Flags[st.Name]; ok {
+		return Origin{Source: SourceFlag, Where: "--" + st.Flags[0], Value: v}
+	}
+	for _, env := range st.Envs {
+		if v, ok := lookupEnv(env); ok {
+			return Origin{Source: SourceEnv, Where: env, Value: v}
+		}
+	}
+	if in.Server != nil {
+		if v, ok := in.Server.Settings[st.Name]; ok {
+			return Origin{Source: SourceFile, Where: in.Server.PosOf(st.Name).String(), Value: v}
+		}
+	}
+	return Origin{Source: SourceDefault, Value: st.Default}
+}
+
+// resolveHostPort applies Paste's host + port: they replace bind when set
+// at a higher precedence than bind (bind = in the file, --port on the
+// command line: the flag wins), and are ignored with a warning when a bind
+// of the same or higher precedence exists.
+func resolveHostPort(s *Settings, in Input, warnings *[]*pipeline.Error) error {
+	bind, host, port := s.Origins["bind"], s.Origins["host"], s.Origins["port"]
+	hp := max(host.Source.rank(), port.Source.rank())
+	if hp == 0 {
+		return nil
+	}
+	if hp <= bind.Source.rank() {
+		if in.Server != nil && (host.Source == SourceFile || port.Source == SourceFile) {
+			key := "host"
+			if host.Source != SourceFile {
+				key = "port"
+			}
+			*warnings = append(*warnings, warning(in.Server, key, "host and port are ignored: bind is set"))
+		}
+		return nil
+	}
+	hostV, portV := host.Value, port.Value
+	if host.Source == SourceDefault {
+		hostV = ""
+	}
+	if port.Source == SourceDefault {
+		portV = ""
+	}
+	spec, err := listener.FromHostPort(hostV, portV)
+	if err != nil {
+		o := port
+		name := "port"
+		if port.Source.rank() < host.Source.rank() {
+			o, name = host, "host"
+		}
+		if o.Source == SourceFile {
+			return &pipeline.Error{Pos: in.Server.PosOf(name), Section: in.Server.Section, Class: "ValueError", Msg: fmt.Sprintf("%s: %v", name, err), Err: err}
+		}
+		return &SettingError{Setting: name, Origin: o, Err: err}
+	}
+	s.Bind = []listener.Spec{spec}
+	src := host
+	if port.Source.rank() > host.Source.rank() {
+		src = port
+	}
+	s.Origins["bind"] = Origin{Source: src.Source, Where: src.Where, Value: spec.String()}
+	return nil
+}
+
+// LoadServer loads the [server:NAME] section of the config at path ("" is
+// main). A config without that section is not an error: it returns nil
+// and the settings come from flags, the environment and the defaults.
+// Errors are *pipeline.Error or pipeline.ErrorList, located at file:line.
+func LoadServer(path, name string, reg *pipeline.Registry) (*pipeline.ServerSpec, []*pipeline.Error, error) {
+	if name == "" {
+		name = "main"
+	}
+	p, err := pipeline.Load(pipeline.LoadOptions{Path: path, Name: name, Kind: pipeline.ObjectServer, Registry: reg})
+	if err != nil {
+		var pe *pipeline.Error
+		// Only the top-level lookup counts: a use = config:... inside the
+		// section naming a missing section is a real error (it has a
+		// section).
+		if errors.As(err, &pe) && pe.Class == "LookupError" && pe.Section == "" &&
+			strings.HasPrefix(pe.Msg, "No section") && strings.Contains(pe.Msg, "(prefixed by 'server')") {
+			return nil, nil, nil
+		}
+		return nil, nil, err
+	}
+	defer p.Close()
+	spec, ok := p.Server.(*pipeline.ServerSpec)
+	if !ok {
+		return nil, p.Warnings, &pipeline.Error{Pos: pipeline.Pos{File: path}, Section: "server:" + name, Class: "TypeError",
+			Msg: fmt.Sprintf("the server factory returned a %T, not paddock's server settings", p.Server)}
+	}
+	return spec, p.Warnings, nil
+}
