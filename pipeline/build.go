@@ -102,8 +102,11 @@ func load(opts LoadOptions, collect bool) (*Pipeline, error) {
 		}
 	}
 	if err != nil {
+		var list ErrorList
 		var le *Error
-		if errors.As(err, &le) {
+		if errors.As(err, &list) {
+			w.errs = append(w.errs, list...)
+		} else if errors.As(err, &le) {
 			w.errs = append(w.errs, le)
 		} else {
 			w.errs = append(w.errs, &Error{Pos: Pos{File: opts.Path}, Class: "Error", Msg: err.Error(), Err: err})

@@ -292,7 +292,9 @@ func (e *Error) Error() string {
 		b.WriteString(e.Section)
 		b.WriteString("]: ")
 	}
-	b.WriteString(e.Msg)
+	// PasteDeploy prefixes interpolation errors with the file name, which
+	// the position already gives.
+	b.WriteString(strings.TrimPrefix(e.Msg, "Error in file "+e.Pos.File+": "))
 	return b.String()
 }
 

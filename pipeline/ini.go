@@ -152,12 +152,12 @@ func Parse(path string, data []byte, defaults []*Option) (*File, error) {
 		key, val, ok := splitOption(value)
 		if !ok {
 			bad = append(bad, &Error{Pos: pos, Section: sectName, Class: "ParsingError",
-				Msg: fmt.Sprintf("not a section header or key = value line: %s", pyRepr(line))})
+				Msg: fmt.Sprintf("not a section header or key = value line: %s", pyRepr(strings.TrimRight(line, "\n")))})
 			continue
 		}
 		if key == "" {
 			bad = append(bad, &Error{Pos: pos, Section: sectName, Class: "ParsingError",
-				Msg: fmt.Sprintf("empty option name: %s", pyRepr(line))})
+				Msg: fmt.Sprintf("empty option name: %s", pyRepr(strings.TrimRight(line, "\n")))})
 		}
 		if added[elemKey{sectName, key}] {
 			return nil, &Error{Pos: pos, Section: sectName, Class: "DuplicateOptionError",

@@ -121,7 +121,7 @@ func TestLoadErrorsNameFileLineAndSection(t *testing.T) {
 		{"filter used as app", "[app:main]\nuse = egg:paddock#cors\n",
 			[]string{`main.ini:2: [app:main]: factory "egg:paddock#cors" builds a filter`}},
 		{"interpolation", "[app:main]\nuse = egg:paddock#hello\nbody = %(nope)s\n",
-			[]string{`main.ini:3: [app:main]: Error in file`, `'nope'`}},
+			[]string{`main.ini:3: [app:main]: Bad value substitution: option 'body'`, `'nope'`}},
 		{"filter-with quirk refused", "[app:main]\nuse = pipe\nfilter-with = f\n[pipeline:pipe]\npipeline = f hello\n[filter:f]\nuse = egg:paddock#cors\n[app:hello]\nuse = egg:paddock#hello\n",
 			[]string{`filter-with quirk`, `put the filter into the pipeline`}},
 		{"call without a section", "[pipeline:main]\npipeline = call:paddock_test:app\n",
@@ -147,6 +147,20 @@ func TestLoadErrorsNameFileLineAndSection(t *testing.T) {
 				t.Errorf("error %v carries no position", err)
 			}
 		})
+	}
+}
+
+func TestCheckReportsEveryParseError(t *testing.T) {
+	path := writeINI(t, "main.ini", "[app:main]\nuse = egg:paddock#hello\njunk line\n[filter:x]\nmore junk\n")
+	_, err := Check(LoadOptions{Path: path})
+	var list ErrorList
+	if !errors.As(err, &list) || len(list) != 2 {
+		t.Fatalf("want 2 problems, got %v", err)
+	}
+	for i, w := range []string{"main.ini:3: [app:main]: not a section header or key = value line: 'junk line'", "main.ini:5: [filter:x]:"} {
+		if !strings.Contains(list[i].Error(), w) {
+			t.Errorf("problem %d = %q, want %q", i, list[i].Error(), w)
+		}
 	}
 }
 
