@@ -21,7 +21,7 @@ func checkCommand() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "name", Aliases: []string{"n"}, Value: "main", Usage: "the `NAME` of the app (or filter, server) to load"},
 			&cli.StringFlag{Name: "kind", Value: "app", Usage: "what to load: app, filter or server"},
-			&cli.StringFlag{Name: "graph", Usage: "print the graph: json or text"},
+			&cli.StringFlag{Name: "graph", Usage: "print the graph: json, text or dot"},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
@@ -49,9 +49,16 @@ func checkCommand() *cli.Command {
 				}
 				fmt.Fprint(c.App.Writer, pipeline.GraphText(g))
 				return nil
+			case "dot":
+				g, err := pipeline.Graph(path, c.String("name"), kind)
+				if err != nil {
+					return cli.Exit(formatErrors(err), exitFailed)
+				}
+				fmt.Fprint(c.App.Writer, pipeline.GraphDot(g))
+				return nil
 			case "":
 			default:
-				return cli.Exit(fmt.Sprintf("paddock check: --graph %q: want json or text", c.String("graph")), exitUsage)
+				return cli.Exit(fmt.Sprintf("paddock check: --graph %q: want json, text or dot", c.String("graph")), exitUsage)
 			}
 			res, err := pipeline.Check(pipeline.LoadOptions{Path: path, Name: c.String("name"), Kind: kind, Registry: pipeline.NewDefaultRegistry()})
 			for _, w := range res.Warnings {

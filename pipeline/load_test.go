@@ -271,3 +271,30 @@ func TestRegistryRejectsMistakes(t *testing.T) {
 		t.Errorf("CanonicalSpec = %q", got)
 	}
 }
+
+func TestGraphDot(t *testing.T) {
+	g, err := Graph("testdata/graph/openstack.ini", "", ObjectApp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dot := GraphDot(g)
+	for _, want := range []string{
+		"digraph paddock {",
+		`[label="composite\negg:Paste#urlmap"]`,
+		`[label="/v2.1"]`,
+		`[label="app\nnova.api.openstack.compute:APIRouterV21.factory"]`,
+	} {
+		if !strings.Contains(dot, want) {
+			t.Errorf("dot output lacks %s:\n%s", want, dot)
+		}
+	}
+	nodes := 0
+	for _, line := range strings.Split(dot, "\n") {
+		if strings.HasPrefix(line, "  n") && !strings.Contains(line, "->") {
+			nodes++
+		}
+	}
+	if strings.Count(dot, "->") != nodes-1 {
+		t.Errorf("every node but the root should have one incoming edge:\n%s", dot)
+	}
+}
