@@ -290,7 +290,7 @@ func TestGraphDot(t *testing.T) {
 	}
 	nodes := 0
 	for _, line := range strings.Split(dot, "\n") {
-		if strings.HasPrefix(line, "  n") && !strings.Contains(line, "->") {
+		if strings.HasPrefix(line, "  n") && !strings.HasPrefix(line, "  node") && !strings.Contains(line, "->") {
 			nodes++
 		}
 	}
