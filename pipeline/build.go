@@ -238,10 +238,21 @@ type realWorld struct {
 
 func (w *realWorld) fail(err *Error) (any, error) {
 	if w.collect {
-		w.errs = append(w.errs, err)
+		w.record(err)
 		return &missing{}, nil
 	}
 	return nil, err
+}
+
+// record keeps a problem for Check, once: a section reached from several
+// pipelines is reported one time.
+func (w *realWorld) record(err *Error) {
+	for _, e := range w.errs {
+		if e.Pos == err.Pos && e.Section == err.Section && e.Msg == err.Msg {
+			return
+		}
+	}
+	w.errs = append(w.errs, err)
 }
 
 func (w *realWorld) unknown(spec string, r ref) *Error {
@@ -338,6 +349,9 @@ func (w *realWorld) factoryError(c *Config, err error) error {
 
 func (w *realWorld) invoke(obj any, inv *invocation) (any, error) {
 	if _, ok := obj.(*missing); ok {
+		if inv.protocol == protoComposite || inv.protocol == protoComposit {
+			w.checkCompositeChildren(inv)
+		}
 		return placeholderValue(inv.protocol, inv.app), nil
 	}
 	reg, ok := obj.(*registered)
@@ -352,7 +366,7 @@ func (w *realWorld) invoke(obj any, inv *invocation) (any, error) {
 			if !errors.As(err, &ce) {
 				ce = &Error{Pos: c.Pos, Section: c.Section, Class: "ValueError", Msg: err.Error()}
 			}
-			w.errs = append(w.errs, ce)
+			w.record(ce)
 			return placeholderValue(inv.protocol, inv.app), nil
 		}
 		return nil, err
@@ -438,6 +452,31 @@ func (w *realWorld) call(reg *registered, c *Config, inv *invocation) (any, erro
 		return s, nil
 	}
 	return nil, mismatch()
+}
+
+// checkCompositeChildren loads what an unknown composite would most
+// likely load (its urlmap-style keys and not_found_app, as PasteDeploy's
+// urlmap does) so Check reports their problems too.
+func (w *realWorld) checkCompositeChildren(inv *invocation) {
+	names := []string{}
+	if nf, ok := inv.local.get("not_found_app"); ok && nf != "" {
+		names = append(names, nf)
+	}
+	for _, k := range inv.local.keys {
+		if IsURLKey(k) {
+			v, _ := inv.local.get(k)
+			names = append(names, v)
+		}
+	}
+	al := &appLoader{w: w, inv: inv}
+	for _, name := range names {
+		if _, err := al.LoadApp(name); err != nil {
+			var le *Error
+			if errors.As(err, &le) {
+				w.record(le)
+			}
+		}
+	}
 }
 
 // placeholderValue keeps a Check going past a broken factory.

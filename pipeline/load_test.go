@@ -298,3 +298,46 @@ func TestGraphDot(t *testing.T) {
 		t.Errorf("every node but the root should have one incoming edge:\n%s", dot)
 	}
 }
+
+func TestCheckLooksInsideUnknownComposites(t *testing.T) {
+	path := writeINI(t, "main.ini", `[composite:main]
+use = call:nova.api.openstack.urlmap:urlmap_factory
+/ = versions
+/v2.1 = api
+
+[app:versions]
+use = egg:paddock#hello
+
+[pipeline:api]
+pipeline = authtoken authtoken2 app
+
+[filter:authtoken]
+use = egg:keystonemiddleware#auth_token
+
+[filter:authtoken2]
+use = egg:keystonemiddleware#auth_token
+
+[app:app]
+use = egg:paddock#hello
+status = oops
+`)
+	_, err := Check(LoadOptions{Path: path})
+	var list ErrorList
+	if !errors.As(err, &list) {
+		t.Fatalf("want an ErrorList, got %v", err)
+	}
+	want := []string{
+		`main.ini:2: [composite:main]: no factory registered for "call:nova.api.openstack.urlmap:urlmap_factory"`,
+		`main.ini:13: [filter:authtoken]: no factory registered for "egg:keystonemiddleware#auth_token"`,
+		`main.ini:16: [filter:authtoken2]: no factory registered`,
+		`main.ini:20: [app:app]: status`,
+	}
+	if len(list) != len(want) {
+		t.Fatalf("got %d problems, want %d:\n%v", len(list), len(want), list)
+	}
+	for i, w := range want {
+		if !strings.Contains(list[i].Error(), w) {
+			t.Errorf("problem %d = %q, want %q", i, list[i].Error(), w)
+		}
+	}
+}

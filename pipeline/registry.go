@@ -240,7 +240,9 @@ func (r *Registry) Near(spec string) []string {
 				d = td
 			}
 		}
-		limit := max(2, len(wantTail)/3)
+		// Close enough to be a typo: a couple of edits, or a quarter of
+		// the name for long ones.
+		limit := max(2, len(wantTail)/4)
 		if d <= limit {
 			cands = append(cands, scored{e.spec, d})
 		}
