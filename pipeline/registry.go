@@ -261,9 +261,10 @@ func (r *Registry) Near(spec string) []string {
 }
 
 // specTail is the part of a spec that names the object: the entry point of
-// an egg, the attribute of an entry point expression.
+// an egg, the attribute path of an entry point expression
+// ("Healthcheck.factory", not just the "factory" every oslo name ends in).
 func specTail(spec string) string {
-	if i := strings.LastIndexAny(spec, "#:."); i >= 0 {
+	if i := strings.LastIndexAny(spec, "#:"); i >= 0 {
 		return spec[i+1:]
 	}
 	return spec
