@@ -17,6 +17,9 @@ const (
 	exitFailed  = 1 // the operation failed (check: the config has errors)
 	exitUsage   = 2 // bad command line; check --graph: the load failed
 	exitNoReach = 3 // ctl: cannot reach the control socket
+	// exitBootError: serve: no worker could boot at first start
+	// (gunicorn's WORKER_BOOT_ERROR); the worker's error is printed.
+	exitBootError = 3
 )
 
 // run builds the CLI and runs it, returning the exit status. Tests call it
@@ -51,6 +54,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		Commands: []*cli.Command{
 			serveCommand(),
 			checkCommand(),
+			workerCommand(),
 			{
 				Name:  "version",
 				Usage: "print the version",

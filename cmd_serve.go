@@ -7,9 +7,12 @@ import (
 	"slices"
 	"strings"
 
+	"context"
+
 	"github.com/hashicorp/go-hclog"
 	"github.com/urfave/cli/v2"
 
+	"paddock/listener"
 	"paddock/logname"
 	"paddock/pipeline"
 	"paddock/worker"
@@ -35,11 +38,15 @@ func serveCommand() *cli.Command {
 		Name:      "serve",
 		Usage:     "serve CONFIG in the foreground",
 		ArgsUsage: "CONFIG",
-		Description: "Loads the app NAME (default main) from CONFIG and serves it on every bind until a signal stops it:\n" +
-			"TERM stops gracefully (in-flight requests get graceful_timeout), INT and QUIT stop at once.\n" +
+		Description: "Loads the app NAME (default main) from CONFIG and serves it on every bind until a signal stops it.\n" +
+			"With workers >= 1 (the default) a master process supervises that many worker processes (gunicorn's\n" +
+			"pre-fork model); workers = 0 serves in this process. TERM stops gracefully (in-flight requests get\n" +
+			"graceful_timeout), INT and QUIT stop at once, HUP reloads the config and rolls the workers,\n" +
+			"TTIN/TTOU add/remove a worker, USR1 reopens logs.\n" +
 			"Settings use gunicorn's names; each comes from its flag, else PADDOCK_<NAME> in the environment,\n" +
 			"else [server:main] in CONFIG, else the default. Exit 0 after a requested stop; 1 when the config\n" +
-			"is broken (one 'file:line: [section]: message' line per problem) or serving fails; 2 for a bad flag.",
+			"is broken (one 'file:line: [section]: message' line per problem) or serving fails; 2 for a bad flag;\n" +
+			"3 when no worker could boot at first start.",
 		Flags:  flags,
 		Action: serveAction,
 	}
@@ -93,15 +100,26 @@ func serveAction(c *cli.Context) error {
 	})
 	worker.LogWarnings(log.Named(logname.Master), append(loadWarnings, warnings...))
 
-	err = worker.Serve(c.Context, worker.Options{
-		ConfigPath: path,
-		AppName:    c.String("name"),
-		Settings:   settings,
-		Logger:     log,
-		Registry:   pipeline.NewDefaultRegistry(),
-	})
+	if settings.Workers == 0 {
+		if settings.User != "" || settings.Group != "" {
+			return cli.Exit("paddock serve: user and group need workers >= 1 (the master keeps its own user)", exitFailed)
+		}
+		err = worker.Serve(c.Context, worker.Options{
+			ConfigPath: path,
+			AppName:    c.String("name"),
+			Settings:   settings,
+			Logger:     log,
+			Registry:   pipeline.NewDefaultRegistry(),
+		})
+	} else {
+		err = runArbiter(c.Context, c, path, settings, log)
+	}
 	if err == nil {
 		return nil
+	}
+	var boot *worker.BootError
+	if errors.As(err, &boot) {
+		return cli.Exit("paddock serve: "+err.Error(), exitBootError)
 	}
 	var (
 		one  *pipeline.Error
@@ -111,6 +129,68 @@ func serveAction(c *cli.Context) error {
 		return cli.Exit(err.Error(), exitFailed) // file:line lines, as check prints them
 	}
 	return cli.Exit("paddock serve: "+err.Error(), exitFailed)
+}
+
+// runArbiter runs the master of workers (workers >= 1). HUP re-reads the
+// config with the same command line and environment, so flag and
+// environment overrides survive a reload (SPEC §7).
+func runArbiter(ctx context.Context, c *cli.Context, path string, settings *worker.Settings, log hclog.Logger) error {
+	flags := commandLineSettings(c)
+	serverName := c.String("server")
+	appName := c.String("name")
+	arb, err := worker.NewArbiter(worker.ArbiterOptions{
+		ConfigPath: path,
+		AppName:    appName,
+		ServerName: serverName,
+		Settings:   settings,
+		Logger:     log,
+		LogJSON:    c.String("log-format") == "json",
+		Registry:   pipeline.NewDefaultRegistry(),
+		Opener:     listenerOpener(),
+		Stderr:     c.App.ErrWriter,
+		Reload: func() (*worker.Settings, error) {
+			server, _, err := worker.LoadServer(path, serverName, nil)
+			if err != nil {
+				return nil, err
+			}
+			ns, _, err := worker.Resolve(worker.Input{Flags: flags, Server: server})
+			if err != nil {
+				return nil, err
+			}
+			p, err := pipeline.Load(pipeline.LoadOptions{Path: path, Name: appName, Kind: pipeline.ObjectApp})
+			if err != nil {
+				return nil, err
+			}
+			p.Close()
+			return ns, nil
+		},
+	})
+	if err != nil {
+		return err
+	}
+	return arb.Run(ctx)
+}
+
+// listenerOpener is where the master's sockets come from: nil opens them
+// directly. The binary-upgrade work returns its *tableflip.Fds here.
+func listenerOpener() listener.Opener { return nil }
+
+// workerCommand is the hidden subcommand a master re-executes itself with
+// to start a worker; everything it needs comes from the environment
+// contract in worker/child.go.
+func workerCommand() *cli.Command {
+	return &cli.Command{
+		Name:            worker.WorkerCommand,
+		Hidden:          true,
+		SkipFlagParsing: true,
+		Action: func(c *cli.Context) error {
+			code := worker.RunWorker(c.Context, worker.ChildOptions{Stderr: c.App.ErrWriter})
+			if code != worker.ExitWorkerOK {
+				return cli.Exit("", code)
+			}
+			return nil
+		},
+	}
 }
 
 // commandLineSettings returns the setting values typed on the command line.

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -31,11 +32,19 @@ func TestScripts(t *testing.T) {
 	testscript.Run(t, testscript.Params{
 		Dir:                 "testdata/script",
 		RequireExplicitExec: true,
+		Condition: func(cond string) (bool, error) {
+			if cond == "root" {
+				return os.Geteuid() == 0, nil
+			}
+			return false, fmt.Errorf("unknown condition %q", cond)
+		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
-			"freeport": cmdFreeport,
-			"waitfile": cmdWaitfile,
-			"httpget":  cmdHTTPGet,
-			"sigsend":  cmdSigsend,
+			"freeport":    cmdFreeport,
+			"waitfile":    cmdWaitfile,
+			"httpget":     cmdHTTPGet,
+			"sigsend":     cmdSigsend,
+			"waitworkers": cmdWaitWorkers,
+			"httpload":    cmdHTTPLoad,
 		},
 	})
 }
@@ -168,16 +177,135 @@ func cmdSigsend(ts *testscript.TestScript, neg bool, args []string) {
 	sigs := map[string]syscall.Signal{
 		"TERM": syscall.SIGTERM, "INT": syscall.SIGINT, "QUIT": syscall.SIGQUIT, "HUP": syscall.SIGHUP,
 		"USR1": syscall.SIGUSR1, "USR2": syscall.SIGUSR2, "TTIN": syscall.SIGTTIN, "TTOU": syscall.SIGTTOU,
+		"WINCH": syscall.SIGWINCH, "KILL": syscall.SIGKILL, "STOP": syscall.SIGSTOP, "CONT": syscall.SIGCONT,
 	}
 	sig, ok := sigs[strings.TrimPrefix(args[1], "SIG")]
 	if !ok {
 		ts.Fatalf("sigsend: unknown signal %q", args[1])
 	}
-	b, err := os.ReadFile(ts.MkAbs(args[0]))
+	var pid int
+	if n, err := strconv.Atoi(args[0]); err == nil {
+		pid = n // a pid, e.g. $WORKER1 from waitworkers
+	} else {
+		pid = readPid(ts, args[0])
+	}
+	ts.Check(syscall.Kill(pid, sig))
+}
+
+func readPid(ts *testscript.TestScript, path string) int {
+	b, err := os.ReadFile(ts.MkAbs(path))
 	ts.Check(err)
 	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
 	ts.Check(err)
-	ts.Check(syscall.Kill(pid, sig))
+	return pid
+}
+
+// waitworkers [-replaced] PIDFILE N: wait until the master whose pid
+// PIDFILE holds has exactly N child processes (its workers), then set
+// $WORKERS to their pids and $WORKER1... to each. With -replaced, none of
+// them may be one of the previous $WORKERS.
+func cmdWaitWorkers(ts *testscript.TestScript, neg bool, args []string) {
+	replaced, without := false, 0
+	for len(args) > 0 && strings.HasPrefix(args[0], "-") {
+		switch {
+		case args[0] == "-replaced":
+			replaced = true
+			args = args[1:]
+		case args[0] == "-without" && len(args) > 1:
+			w, err := strconv.Atoi(args[1])
+			ts.Check(err)
+			without = w
+			args = args[2:]
+		default:
+			ts.Fatalf("waitworkers: unknown option %s", args[0])
+		}
+	}
+	if neg || len(args) != 2 {
+		ts.Fatalf("usage: waitworkers [-replaced] [-without PID] PIDFILE N")
+	}
+	master := readPid(ts, args[0])
+	n, err := strconv.Atoi(args[1])
+	ts.Check(err)
+	old := map[int]bool{}
+	for _, f := range strings.Fields(ts.Getenv("WORKERS")) {
+		p, _ := strconv.Atoi(f)
+		old[p] = true
+	}
+	var got []int
+	deadline := time.Now().Add(waitTimeout)
+	for time.Now().Before(deadline) {
+		got = childrenOf(master)
+		ok := len(got) == n
+		for _, p := range got {
+			if replaced && old[p] || p == without {
+				ok = false
+			}
+		}
+		if ok {
+			var strs []string
+			for i, p := range got {
+				strs = append(strs, strconv.Itoa(p))
+				ts.Setenv(fmt.Sprintf("WORKER%d", i+1), strconv.Itoa(p))
+			}
+			ts.Setenv("WORKERS", strings.Join(strs, " "))
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	ts.Fatalf("master %d has workers %v, want %d (replaced=%v, previous %v)", master, got, n, replaced, old)
+}
+
+// httpload URL N: N sequential GETs, each on a new connection; every one
+// must get 200. Prints "ok N" and, on a line of its own, how many distinct
+// X-Paddock-Worker values answered ("workers K").
+func cmdHTTPLoad(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 2 {
+		ts.Fatalf("usage: httpload URL N")
+	}
+	n, err := strconv.Atoi(args[1])
+	ts.Check(err)
+	client := &http.Client{Timeout: waitTimeout, Transport: &http.Transport{DisableKeepAlives: true}}
+	seen := map[string]bool{}
+	for i := range n {
+		resp, err := client.Get(args[0])
+		if err != nil {
+			ts.Fatalf("request %d: %v", i+1, err)
+		}
+		_, err = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK {
+			ts.Fatalf("request %d: status %d, %v", i+1, resp.StatusCode, err)
+		}
+		seen[resp.Header.Get("X-Paddock-Worker")] = true
+	}
+	fmt.Fprintf(ts.Stdout(), "ok %d\nworkers %d\n", n, len(seen))
+}
+
+// childrenOf lists the live (not zombie) children of pid, from /proc.
+func childrenOf(pid int) []int {
+	dirs, _ := filepath.Glob("/proc/[0-9]*/stat")
+	var out []int
+	for _, d := range dirs {
+		b, err := os.ReadFile(d)
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces; split after ")".
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) < 2 || f[0] == "Z" || f[0] == "X" {
+			continue
+		}
+		if ppid, _ := strconv.Atoi(f[1]); ppid == pid {
+			child, _ := strconv.Atoi(filepath.Base(filepath.Dir(d)))
+			out = append(out, child)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // The exit codes scripts cannot see (! exec only says non-zero).

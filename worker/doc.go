@@ -1,6 +1,7 @@
 // Package worker runs paddock's serving side: it resolves the server
-// settings, loads the pipeline, opens the listeners and serves them until
-// asked to stop.
+// settings, loads the pipeline, opens the listeners and serves them, in
+// process or through a master (Arbiter) supervising worker processes,
+// until asked to stop.
 //
 // Settings (settings.go) use gunicorn's names and come from four layers,
 // highest first: a command-line flag, a PADDOCK_<NAME> environment
@@ -10,18 +11,80 @@
 // file:line, about settings it does not know (waitress' threads, gunicorn's
 // worker_class...) since real configs carry them.
 //
-// Process model, for now: workers = 0, the only one implemented. The
-// process that owns the listeners serves them itself; workers > 0 is
-// accepted with a warning. The serving part (type server: one http.Server
-// per listener, started and stopped together) holds no process-wide state,
-// so the worker processes of the master/worker split can reuse it on the
-// listeners their master hands them.
+// Process model (SPEC §3). workers = 0: the process that owns the
+// listeners serves them itself (Serve). workers >= 1 (the default is 1):
+// the master (Arbiter) opens every listener once (listener.Open, through
+// ArbiterOptions.Opener for binary upgrades), checks the pipeline builds
+// (a broken config exits 1 with file:line before any worker starts), and
+// re-executes its own binary (resolved with os.Executable at start) as
+// `paddock __worker` for each worker. A worker gets the listeners as
+// ExtraFiles (fds 3..), one end of a SOCK_CLOEXEC unix socketpair after
+// them, and the environment contract of child.go: PADDOCK_WORKER_ID,
+// _GENERATION, _LISTENERS (the binds, in fd order, JSON), _CHANNEL_FD,
+// _CONFIG, _APP, _SERVER, _SETTINGS (the master's resolved Settings as
+// JSON, so flag and environment overrides apply), _MAX_REQUESTS (jitter
+// drawn) and _LOG_JSON. Nothing else is inherited. The master never
+// serves a request; with workers it keeps its listeners only to hand them
+// on, and closes them as soon as it stops.
 //
-// Signals (Signals), gunicorn's table: TERM stops gracefully (stop
-// accepting, in-flight requests get graceful_timeout to finish, then what
-// is left is closed); INT and QUIT stop immediately; INT or QUIT during a
-// graceful stop cuts it short. HUP, USR1, USR2, TTIN and TTOU are caught
-// and logged as not supported yet, so they do not kill the server; PIPE is
+// The listener files are re-wrapped before exec (spawn.go: inheritable):
+// Go's socket Files switch the shared open file description to blocking
+// mode in Fd, which os.StartProcess calls (PITFALLS D8), and a sibling
+// worker woken for the same connection would then block in accept4 where
+// no Close reaches it. RestoreNonblock runs after every start as well.
+//
+// The channel: line-delimited JSON, one object per line, at most
+// MaxMessageSize (64 KiB) a line, {"type": ..., fields}. Worker → master:
+//
+//	{"type":"ready","pid":N}                      serving; boot is over
+//	{"type":"boot_error","error":"..."}           pipeline or listeners failed; exits ExitWorkerBootError
+//	{"type":"heartbeat","requests":N,"in_flight":M}  at least every timeout/4 (≤ 10 s)
+//	{"type":"retire","requests":N,"in_flight":M}  max_requests reached: replace me
+//	{"type":"ack","command":"reopen_logs"}        answer to reopen_logs
+//	{"type":"unsupported","command":"reload","generation":G}
+//
+// Master → worker:
+//
+//	{"type":"stop","mode":"graceful"|"immediate"} drain within graceful_timeout, or close now
+//	{"type":"reopen_logs"}                        (nothing to reopen yet; acknowledged)
+//	{"type":"reload","generation":G}              reserved for in-place reload; answered unsupported
+//
+// Anything else from a worker (not JSON, an unknown type, a line over 64
+// KiB) is logged and the worker killed and replaced. A worker whose
+// channel hits EOF (its master is gone) drains and exits: no orphans.
+//
+// Supervision: one goroutine (Arbiter.Run) owns every worker record and
+// selects over child events (one wait goroutine and one reader goroutine
+// per worker send them), signals, a 100 ms tick and requests
+// (AddWorkers, RemoveWorkers, SetTarget, Status, Stop: for the control
+// socket). Worker states: booting → ready → draining → exited. A worker
+// that dies is replaced at once; one silent for timeout (heartbeats) is
+// SIGKILLed and replaced; one past max_requests (+ jitter) asks to
+// retire, gets a replacement, and is stopped gracefully once the
+// replacement is ready; a draining worker is SIGKILLed after
+// graceful_timeout + 1 s. A worker that fails to boot is retried after a
+// backoff (1 s doubling to 30 s; shared by all slots, reset by any ready
+// worker), except at first start: if no worker has ever been ready, the
+// master stops and Run returns *BootError (gunicorn's WORKER_BOOT_ERROR).
+//
+// Master signals (gunicorn's table): TERM graceful stop; INT and QUIT
+// immediate (workers get stop immediate, SIGKILL after 2 s), also during a
+// graceful stop; HUP re-reads the config (a broken one is logged at
+// file:line and changes nothing) and rolls the workers onto a new
+// generation one at a time, a new one ready before an old one drains
+// (bind changes need a restart); TTIN one more worker; TTOU one fewer
+// (the oldest, gracefully, never below 1); USR1 tells workers to reopen
+// logs; WINCH is logged and ignored (paddock never daemonises); USR2
+// (upgrade) is logged as not supported yet. Workers: TERM drains, QUIT
+// stops at once, USR1 reopens logs; HUP, INT, TTIN, TTOU, USR2 and WINCH
+// are ignored (a terminal's Ctrl-C reaches the whole process group: the
+// master decides).
+//
+// Signals of the in-process mode (Signals), gunicorn's table: TERM stops
+// gracefully (stop accepting, in-flight requests get graceful_timeout to
+// finish, then what is left is closed); INT and QUIT stop immediately;
+// INT or QUIT during a graceful stop cuts it short. HUP, USR1, USR2, TTIN
+// and TTOU are caught and logged as not supported in-process; PIPE is
 // ignored.
 //
 // Request limits: Go's http.Server bounds only the whole request head (431

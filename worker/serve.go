@@ -123,9 +123,6 @@ func LogWarnings(log hclog.Logger, warnings []*pipeline.Error) {
 // warnNotImplemented logs the settings that are accepted but not acted on
 // yet, so nobody believes they are.
 func warnNotImplemented(s *Settings, log hclog.Logger) {
-	if s.Workers > 0 {
-		log.Warn("worker processes are not implemented yet; serving in this process", "workers", s.Workers)
-	}
 	if s.AccessLog != "" {
 		log.Warn("accesslog is not implemented yet; use the translogger filter for an access log", "accesslog", s.AccessLog)
 	}

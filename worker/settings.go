@@ -55,13 +55,14 @@ type Origin struct {
 type Settings struct {
 	// Bind is the deduplicated list of sockets to serve on.
 	Bind []listener.Spec
-	// Workers is the number of worker processes. Only 0 (the master
-	// serves in-process) is implemented; a larger number is accepted with a
-	// warning and the process still serves alone.
+	// Workers is the number of worker processes the master keeps (default
+	// 1, or WEB_CONCURRENCY when the file does not say); 0 makes the
+	// master serve in-process.
 	Workers int
-	// Timeout is gunicorn's worker timeout. With no worker processes it
-	// bounds how long a client may take to send a request's headers
-	// (http.Server.ReadHeaderTimeout); 0 disables it.
+	// Timeout is gunicorn's worker timeout: a worker silent for this long
+	// (no heartbeat) is killed and replaced. It also bounds how long a
+	// client may take to send a request's headers
+	// (http.Server.ReadHeaderTimeout); 0 disables both.
 	Timeout time.Duration
 	// GracefulTimeout bounds a graceful stop: in-flight requests get this
 	// long to finish before their connections are closed.
@@ -83,6 +84,20 @@ type Settings struct {
 	ReusePort bool
 	// Pidfile is written with the serving process's pid; "" writes none.
 	Pidfile string
+	// MaxRequests retires a worker after this many requests (plus a random
+	// 0..MaxRequestsJitter picked per worker); 0 never does.
+	MaxRequests       int
+	MaxRequestsJitter int
+	// User and Group are who the workers run as ("" keeps the master's);
+	// a name or a number. Setting them needs root.
+	User  string
+	Group string
+	// Umask is applied by each worker before it serves; -1 (the default,
+	// "" in the file) keeps the inherited one.
+	Umask int
+	// DebugWorkerHeader adds X-Paddock-Worker: <pid> to every response
+	// (for tests and debugging; off by default).
+	DebugWorkerHeader bool
 	// AccessLog, ErrorLog: accepted, not implemented yet (see Serve).
 	AccessLog string
 	ErrorLog  string
@@ -112,6 +127,9 @@ type Setting struct {
 	List bool
 	// Bool marks a switch: its flag may be given without a value.
 	Bool bool
+	// FallbackEnvs are read below the file, above the default
+	// (WEB_CONCURRENCY for workers, as gunicorn does).
+	FallbackEnvs []string
 
 	parse func(s *Settings, v string) error
 }
@@ -177,15 +195,23 @@ var table = func() []Setting {
 			return err
 		})
 	reusePort.Bool = true
-	workers := setting("workers", "0", "worker processes (`N`); 0 serves in the master process (only 0 is implemented)",
+	workers := setting("workers", "1", "worker processes (`N`); 0 serves in the master process; WEB_CONCURRENCY applies when the file does not set it",
 		intIn(0, 1<<16, func(s *Settings, n int) { s.Workers = n }))
 	workers.Flags = append(workers.Flags, "w")
+	workers.FallbackEnvs = []string{"WEB_CONCURRENCY"}
+	debugHeader := setting("debug_worker_header", "false", "add X-Paddock-Worker: <pid> to every response",
+		func(s *Settings, v string) error {
+			b, err := pipeline.ParseBool(v)
+			s.DebugWorkerHeader = b
+			return err
+		})
+	debugHeader.Bool = true
 	return []Setting{
 		bind,
 		setting("host", listener.PasteHost, "Paste-style `HOST` to serve on when bind is not set", nil),
 		setting("port", strconv.Itoa(listener.PastePort), "Paste-style `PORT` to serve on when bind is not set", nil),
 		workers,
-		setting("timeout", "30", "`SECONDS` a client may take to send request headers; 0 for no limit",
+		setting("timeout", "30", "`SECONDS` a worker may stay silent before it is killed and replaced (also the time a client has to send request headers); 0 for no limit",
 			duration(func(s *Settings, d time.Duration) { s.Timeout = d })),
 		setting("graceful_timeout", "30", "`SECONDS` in-flight requests get to finish on a graceful stop (TERM)",
 			duration(func(s *Settings, d time.Duration) { s.GracefulTimeout = d })),
@@ -207,13 +233,40 @@ var table = func() []Setting {
 		reusePort,
 		setting("pidfile", "", "write the server's pid to `FILE`",
 			func(s *Settings, v string) error { s.Pidfile = strings.TrimSpace(v); return nil }),
+		setting("max_requests", "0", "retire a worker after `N` requests; 0 never",
+			intIn(0, 1<<30, func(s *Settings, n int) { s.MaxRequests = n })),
+		setting("max_requests_jitter", "0", "add a random 0..`N` to max_requests per worker",
+			intIn(0, 1<<30, func(s *Settings, n int) { s.MaxRequestsJitter = n })),
+		setting("user", "", "run workers as `USER` (name or uid; needs root)",
+			func(s *Settings, v string) error { s.User = strings.TrimSpace(v); return nil }),
+		setting("group", "", "run workers as `GROUP` (name or gid; needs root)",
+			func(s *Settings, v string) error { s.Group = strings.TrimSpace(v); return nil }),
+		setting("umask", "", "`MASK` for files the workers create (0o22, 022, 0x12); unset keeps the inherited one",
+			parseUmask),
 		setting("accesslog", "", "access log `FILE` or - (accepted; not implemented yet: use the translogger filter)",
 			func(s *Settings, v string) error { s.AccessLog = strings.TrimSpace(v); return nil }),
 		setting("errorlog", "-", "error log `FILE` or - for stderr (accepted; only - is implemented)",
 			func(s *Settings, v string) error { s.ErrorLog = strings.TrimSpace(v); return nil }),
 		loglevel,
+		debugHeader,
 	}
 }()
+
+// parseUmask reads gunicorn's umask: a number in Go syntax (0o22, 022,
+// 0x12, 18); empty keeps the inherited umask.
+func parseUmask(s *Settings, v string) error {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		s.Umask = -1
+		return nil
+	}
+	n, err := strconv.ParseInt(v, 0, 32)
+	if err != nil || n < 0 || n > 0o777 {
+		return fmt.Errorf("not a umask (0 to 0o777): %q", v)
+	}
+	s.Umask = int(n)
+	return nil
+}
 
 // Settings that real gunicorn/Paste configs carry and paddock knows but
 // does not implement yet. Refused ones would silently weaken the service if
@@ -223,11 +276,9 @@ var (
 	refused = map[string]string{
 		"certfile":       "TLS is not implemented yet; refusing to serve plain HTTP instead",
 		"keyfile":        "TLS is not implemented yet; refusing to serve plain HTTP instead",
-		"user":           "dropping privileges is not implemented yet; refusing to serve as the current user instead",
-		"group":          "dropping privileges is not implemented yet; refusing to serve as the current group instead",
 		"proxy_protocol": "the PROXY protocol is not implemented yet; every request would be misread",
 	}
-	notYet = []string{"max_requests", "max_requests_jitter", "umask", "control_socket", "access_log_format", "forwarded_allow_ips"}
+	notYet = []string{"control_socket", "access_log_format", "forwarded_allow_ips"}
 )
 
 // Known returns the settings Resolve reads from flags and the environment,
@@ -391,6 +442,11 @@ func pick(st Setting, in Input, lookupEnv func(string) (string, bool)) Origin {
 	if in.Server != nil {
 		if v, ok := in.Server.Settings[st.Name]; ok {
 			return Origin{Source: SourceFile, Where: in.Server.PosOf(st.Name).String(), Value: v}
+		}
+	}
+	for _, env := range st.FallbackEnvs {
+		if v, ok := lookupEnv(env); ok && strings.TrimSpace(v) != "" {
+			return Origin{Source: SourceEnv, Where: env, Value: v}
 		}
 	}
 	return Origin{Source: SourceDefault, Value: st.Default}

@@ -67,6 +67,14 @@ func TestResolvePrecedence(t *testing.T) {
 			setting: "graceful_timeout", want: time.Minute, source: SourceFlag, where: "--graceful-timeout"},
 		{name: "flag over file", server: srv, flags: map[string]string{"workers": "0"}, setting: "workers", want: 0, source: SourceFlag},
 		{name: "file workers", server: srv, setting: "workers", want: 2, source: SourceFile},
+		{name: "workers default", setting: "workers", want: 1, source: SourceDefault},
+		{name: "WEB_CONCURRENCY over default", env: map[string]string{"WEB_CONCURRENCY": "4"}, setting: "workers", want: 4, source: SourceEnv, where: "WEB_CONCURRENCY"},
+		{name: "file over WEB_CONCURRENCY", server: srv, env: map[string]string{"WEB_CONCURRENCY": "4"}, setting: "workers", want: 2, source: SourceFile},
+		{name: "PADDOCK_WORKERS over file", server: srv, env: map[string]string{"WEB_CONCURRENCY": "4", "PADDOCK_WORKERS": "3"}, setting: "workers", want: 3, source: SourceEnv},
+		{name: "umask default keeps", setting: "umask", want: -1, source: SourceDefault},
+		{name: "umask octal", env: map[string]string{"PADDOCK_UMASK": "022"}, setting: "umask", want: 0o22, source: SourceEnv},
+		{name: "umask 0o", flags: map[string]string{"umask": "0o27"}, setting: "umask", want: 0o27, source: SourceFlag},
+		{name: "max_requests", env: map[string]string{"PADDOCK_MAX_REQUESTS": "5"}, setting: "max_requests", want: 5, source: SourceEnv},
 		{name: "keepalive file", server: srv, setting: "keepalive", want: 5 * time.Second, source: SourceFile},
 		{name: "keepalive default", setting: "keepalive", want: DefaultKeepalive, source: SourceDefault},
 		{name: "timeout default", setting: "timeout", want: DefaultTimeout, source: SourceDefault},
@@ -105,6 +113,10 @@ func TestResolvePrecedence(t *testing.T) {
 				got = s.Timeout
 			case "workers":
 				got = s.Workers
+			case "umask":
+				got = s.Umask
+			case "max_requests":
+				got = s.MaxRequests
 			case "limit_request_line":
 				got = s.LimitRequestLine
 			case "limit_request_fields":
@@ -170,8 +182,9 @@ use = egg:paddock#hello
 		{name: "bad port", env: map[string]string{"PADDOCK_PORT": "http"}, want: []string{`PADDOCK_PORT: listener: bind "127.0.0.1:http"`}},
 		{name: "tls refused", ini: "[server:main]\nuse = egg:paddock#http\ncertfile = /etc/cert.pem\n\n[app:main]\nuse = egg:paddock#hello\n",
 			want: []string{`paste.ini:3: [server:main]: certfile: TLS is not implemented yet`}},
-		{name: "user refused", ini: "[server:main]\nuse = egg:paddock#http\nuser = nova\n\n[app:main]\nuse = egg:paddock#hello\n",
-			want: []string{`paste.ini:3: [server:main]: user: dropping privileges is not implemented yet`}},
+		{name: "bad umask", ini: "[server:main]\nuse = egg:paddock#http\numask = 0999\n\n[app:main]\nuse = egg:paddock#hello\n",
+			want: []string{`paste.ini:3: [server:main]: umask: not a umask`}},
+		{name: "bad max_requests", env: map[string]string{"PADDOCK_MAX_REQUESTS": "-1"}, want: []string{`PADDOCK_MAX_REQUESTS: -1 is out of range`}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -200,7 +213,7 @@ func TestResolveWarnings(t *testing.T) {
 	srv := loadServer(t, `[server:main]
 use = egg:paddock#http
 threads = 8
-max_requests = 1000
+control_socket = /run/x.sock
 host = 0.0.0.0
 bind = 127.0.0.1:9000
 proxy_protocol = false
@@ -222,7 +235,7 @@ use = egg:paddock#hello
 	got := strings.Join(lines, "\n")
 	for _, want := range []string{
 		`paste.ini:3: [server:main]: unknown setting "threads"`,
-		`paste.ini:4: [server:main]: setting "max_requests" is not implemented yet`,
+		`paste.ini:4: [server:main]: setting "control_socket" is not implemented yet`,
 		`paste.ini:5: [server:main]: host and port are ignored: bind is set`,
 	} {
 		if !strings.Contains(got, want) {

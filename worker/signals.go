@@ -99,6 +99,8 @@ func signalName(sig os.Signal) string {
 		return "TTIN"
 	case syscall.SIGTTOU:
 		return "TTOU"
+	case syscall.SIGWINCH:
+		return "WINCH"
 	}
 	return sig.String()
 }

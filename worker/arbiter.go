@@ -1,0 +1,750 @@
+package worker
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/signal"
+	"slices"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"paddock/listener"
+	"paddock/logname"
+	"paddock/pipeline"
+)
+
+// Timing of the arbiter.
+const (
+	// quickStopTimeout is how long an immediate stop (INT, QUIT) waits
+	// for workers before SIGKILL (gunicorn: 2 s).
+	quickStopTimeout = 2 * time.Second
+	// drainMargin is added to graceful_timeout before a draining worker
+	// is killed: the worker enforces graceful_timeout itself and needs a
+	// moment to close what is left and exit.
+	drainMargin = time.Second
+	// tickInterval is how often the arbiter checks heartbeats and
+	// deadlines.
+	tickInterval = 100 * time.Millisecond
+)
+
+// BootError is returned by Run when, at first start, no worker could
+// boot (gunicorn's WORKER_BOOT_ERROR): the service would never serve.
+type BootError struct {
+	// Msg is the worker's boot_error text, or how it exited.
+	Msg string
+}
+
+func (e *BootError) Error() string { return "worker failed to boot: " + e.Msg }
+
+// ArbiterOptions is what an Arbiter needs.
+type ArbiterOptions struct {
+	// ConfigPath, AppName and ServerName are what workers load ("" names
+	// main).
+	ConfigPath, AppName, ServerName string
+	// Settings are the master's resolved settings; workers get them as
+	// they are (flag and environment overrides included). Required.
+	Settings *Settings
+	// Logger is the root logger; nil discards.
+	Logger hclog.Logger
+	// LogJSON makes workers log JSON, like the master.
+	LogJSON bool
+	// Registry validates the pipeline in the master; nil means
+	// pipeline.NewDefaultRegistry. (Workers use the default registry.)
+	Registry *pipeline.Registry
+	// Opener is where the listeners come from. Nil opens them directly;
+	// the binary-upgrade work passes a *tableflip.Fds here. This is the
+	// one place the master's sockets are created.
+	Opener listener.Opener
+	// Executable is the binary re-executed as a worker; "" means
+	// os.Executable(), resolved by NewArbiter (PITFALLS D10).
+	Executable string
+	// Argv0 is the workers' argv[0]; "" means os.Args[0].
+	Argv0 string
+	// Stderr is where workers write their logs; nil means os.Stderr.
+	Stderr io.Writer
+	// Reload re-reads the config for HUP: it returns the new settings
+	// after validating the pipeline, or an error (file:line) that leaves
+	// the running workers alone. Nil makes HUP roll the workers on the
+	// current settings.
+	Reload func() (*Settings, error)
+	// OnReady, if set, is called once, when the first worker is ready,
+	// with the listeners' addresses.
+	OnReady func(addrs []net.Addr)
+	// Signals delivers the process's signals; nil means Run subscribes
+	// to gunicorn's master table itself.
+	Signals <-chan os.Signal
+
+	// spawn replaces process creation in tests.
+	spawn spawner
+	// now replaces time.Now in tests.
+	now func() time.Time
+}
+
+// Arbiter is the master of the pre-fork model: it owns the listeners and
+// keeps the configured number of worker processes serving them. One
+// goroutine (Run's) owns all of its state; the methods below send it
+// requests.
+type Arbiter struct {
+	opts ArbiterOptions
+	log  hclog.Logger
+	reqC chan request
+	done chan struct{} // closed when Run returns
+
+	// Owned by the Run goroutine.
+	settings   *Settings
+	set        *listener.Set
+	events     chan event
+	workers    map[int]*wproc // by pid
+	nextID     int
+	generation int
+	target     int
+	mode       arbiterMode
+	everReady  bool
+	boot       backoff
+	bootErr    error
+	readyOnce  bool
+	eventsDone chan struct{}
+}
+
+type arbiterMode int
+
+const (
+	modeRunning arbiterMode = iota
+	modeGraceful
+	modeImmediate
+)
+
+func (m arbiterMode) String() string {
+	return [...]string{"running", "stopping", "stopping_immediately"}[m]
+}
+
+type wstate int
+
+const (
+	stateBooting wstate = iota
+	stateReady
+	stateDraining
+)
+
+func (s wstate) String() string { return [...]string{"booting", "ready", "draining"}[s] }
+
+// wproc is the master's record of one worker.
+type wproc struct {
+	id, generation int
+	proc           childProc
+	state          wstate
+	started        time.Time
+	lastBeat       time.Time
+	retiring       bool      // asked to retire (max_requests)
+	deadline       time.Time // draining: SIGKILL at
+	killed         bool      // SIGKILL sent
+	reason         string    // why it is stopping
+	bootError      string
+	requests       uint64
+	inFlight       int64
+	log            hclog.Logger
+}
+
+// request is a call into the Run goroutine; fn runs there and its result
+// goes back on reply.
+type request struct {
+	fn    func() any
+	reply chan any
+}
+
+// NewArbiter checks opts and resolves the executable now, before anything
+// can replace it.
+func NewArbiter(opts ArbiterOptions) (*Arbiter, error) {
+	if opts.Settings == nil {
+		return nil, errors.New("worker: NewArbiter: no settings")
+	}
+	if opts.Logger == nil {
+		opts.Logger = hclog.NewNullLogger()
+	}
+	if opts.now == nil {
+		opts.now = time.Now
+	}
+	if opts.spawn == nil && opts.Executable == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("worker: find own executable: %w", err)
+		}
+		opts.Executable = exe
+	}
+	if opts.Argv0 == "" && len(os.Args) > 0 {
+		opts.Argv0 = os.Args[0]
+	}
+	if opts.Stderr == nil {
+		opts.Stderr = os.Stderr
+	}
+	return &Arbiter{
+		opts:     opts,
+		log:      opts.Logger.Named(logname.Master),
+		reqC:     make(chan request),
+		done:     make(chan struct{}),
+		settings: opts.Settings,
+		events:   make(chan event, 16),
+		workers:  make(map[int]*wproc),
+		target:   opts.Settings.Workers,
+	}, nil
+}
+
+// Run validates the pipeline, opens the listeners, writes the pidfile and
+// supervises workers until stopped: TERM (or ctx done) gracefully, INT or
+// QUIT at once. It returns nil after a requested stop, the
+// *pipeline.Error/ErrorList of a broken config, or a *BootError when no
+// worker could boot at first start.
+func (a *Arbiter) Run(ctx context.Context) error {
+	defer close(a.done)
+	s := a.settings
+	if a.target < 1 {
+		return errors.New("worker: Run: workers must be at least 1 (0 serves in-process)")
+	}
+	// Catch signals before the slow part, so a TERM during startup is a
+	// clean stop rather than the default kill.
+	sigC := a.opts.Signals
+	if sigC == nil {
+		c := make(chan os.Signal, 8)
+		signal.Notify(c, masterSignals...)
+		defer signal.Stop(c)
+		sigC = c
+	}
+	cred, err := credential(s.User, s.Group)
+	if err != nil {
+		return err
+	}
+	if a.opts.spawn == nil {
+		// Validate in the master, so a broken config prints file:line and
+		// exits 1 before any process starts.
+		p, err := pipeline.Load(pipeline.LoadOptions{Path: a.opts.ConfigPath, Name: a.opts.AppName, Kind: pipeline.ObjectApp, Registry: a.opts.Registry})
+		if err != nil {
+			return err
+		}
+		LogWarnings(a.log, p.Warnings)
+		p.Close()
+
+		set, err := listener.Open(ctx, s.Bind, listener.Options{Backlog: s.Backlog, ReusePort: s.ReusePort}, a.opts.Opener)
+		if err != nil {
+			return fmt.Errorf("worker: open listeners: %w", err)
+		}
+		a.set = set
+		defer func() {
+			if err := set.Close(); err != nil {
+				a.log.Warn("close listeners", "error", err)
+			}
+		}()
+		llog := a.opts.Logger.Named(logname.Listener)
+		for i, ln := range set.Listeners() {
+			spec := set.Specs()[i]
+			llog.Info("listening", "addr", ln.Addr().String(), "network", spec.Network, "bind", spec.String())
+		}
+		a.opts.spawn = &execSpawner{
+			exe: a.opts.Executable, argv0: a.opts.Argv0, set: set, stderr: a.opts.Stderr,
+			baseEnv: workerEnv(os.Environ()), config: a.opts.ConfigPath, app: a.opts.AppName,
+			serverName: a.opts.ServerName, logJSON: a.opts.LogJSON, cred: cred,
+		}
+	}
+	pid := os.Getpid()
+	if s.Pidfile != "" {
+		if err := writePidfile(s.Pidfile, pid); err != nil {
+			return fmt.Errorf("worker: %w", err)
+		}
+		defer func() {
+			if err := removePidfile(s.Pidfile, pid); err != nil {
+				a.log.Warn("cannot remove pidfile", "path", s.Pidfile, "error", err)
+			}
+		}()
+	}
+	a.log.Info("master started", "pid", pid, "config", a.opts.ConfigPath, "workers", a.target)
+	err = a.loop(ctx, sigC)
+	a.log.Info("stopped")
+	return err
+}
+
+// masterSignals is gunicorn's master table; CHLD is not needed (one
+// goroutine waits for each worker).
+var masterSignals = []os.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP,
+	syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH, syscall.SIGPIPE}
+
+// loop is the arbiter's state machine; it returns once stopping and every
+// worker has exited.
+func (a *Arbiter) loop(ctx context.Context, sigC <-chan os.Signal) error {
+	stopEvents := make(chan struct{})
+	defer close(stopEvents) // releases event senders of workers that outlived us
+	a.eventsDone = stopEvents
+	tick := time.NewTicker(tickInterval)
+	defer tick.Stop()
+	ctxDone := ctx.Done()
+	a.manage()
+	for {
+		if a.mode != modeRunning && len(a.workers) == 0 {
+			return a.bootErr
+		}
+		select {
+		case ev := <-a.events:
+			a.handleEvent(ev)
+		case sig := <-sigC:
+			a.handleSignal(sig)
+		case <-tick.C:
+			a.checkDeadlines()
+		case r := <-a.reqC:
+			r.reply <- r.fn()
+		case <-ctxDone:
+			ctxDone = nil
+			a.log.Info("context done; stopping gracefully")
+			a.stopAll(modeGraceful)
+		}
+		a.manage()
+	}
+}
+
+func (a *Arbiter) handleEvent(ev event) {
+	w := a.workers[ev.pid]
+	if w == nil {
+		return
+	}
+	now := a.opts.now()
+	switch {
+	case ev.exited:
+		delete(a.workers, ev.pid)
+		w.proc.Close()
+		reason := w.reason
+		if reason == "" {
+			reason = "died unexpectedly"
+		}
+		w.log.Info("worker exited", "reason", reason, "status", ev.status, "requests", w.requests)
+		if w.state == stateBooting || w.bootError != "" {
+			msg := w.bootError
+			if msg == "" {
+				msg = "exited during boot: " + ev.status
+				if w.reason != "" {
+					msg += " (" + w.reason + ")"
+				}
+			}
+			if !a.everReady && a.mode == modeRunning {
+				a.log.Error("no worker could boot; stopping", "error", msg)
+				a.bootErr = &BootError{Msg: msg}
+				a.stopAll(modeImmediate)
+				return
+			}
+			d := a.boot.fail(now)
+			a.log.Warn("worker failed to boot; retrying after backoff", "error", msg, "backoff", d.String(), "failures", a.boot.failures)
+		}
+	case ev.err != nil:
+		w.log.Error("garbage from worker; killing it", "error", ev.err)
+		a.kill(w, "garbage on its channel")
+	case ev.msg != nil:
+		w.lastBeat = now
+		m := ev.msg
+		switch m.Type {
+		case MsgReady:
+			if w.state == stateBooting {
+				w.state = stateReady
+			}
+			a.everReady = true
+			a.boot.reset()
+			w.log.Info("worker booted", "boot_time", now.Sub(w.started).Round(time.Millisecond).String())
+			if !a.readyOnce {
+				a.readyOnce = true
+				a.log.Info("ready", "pid", os.Getpid(), "workers", a.target)
+				if a.opts.OnReady != nil && a.set != nil {
+					addrs := []net.Addr{}
+					for _, ln := range a.set.Listeners() {
+						addrs = append(addrs, ln.Addr())
+					}
+					a.opts.OnReady(addrs)
+				}
+			}
+		case MsgBootError:
+			w.bootError = m.Error
+			w.log.Error("worker boot error", "error", m.Error)
+		case MsgHeartbeat:
+			w.requests, w.inFlight = m.Requests, m.InFlight
+		case MsgRetire:
+			w.requests, w.inFlight = m.Requests, m.InFlight
+			if !w.retiring && w.state != stateDraining {
+				w.retiring = true
+				w.log.Info("worker reached max_requests; replacing it", "requests", m.Requests)
+			}
+		case MsgAck, MsgUnsupported:
+			w.log.Debug("worker answered", "type", m.Type, "command", m.Command)
+		}
+	}
+}
+
+func (a *Arbiter) handleSignal(sig os.Signal) {
+	name := signalName(sig)
+	switch sig {
+	case syscall.SIGPIPE:
+		return
+	case syscall.SIGTERM:
+		a.log.Info("signal received", "signal", name, "stop", StopGraceful.String())
+		if a.mode == modeRunning {
+			a.stopAll(modeGraceful)
+		}
+	case syscall.SIGINT, syscall.SIGQUIT:
+		a.log.Info("signal received", "signal", name, "stop", StopImmediate.String())
+		if a.mode != modeImmediate {
+			a.stopAll(modeImmediate)
+		}
+	case syscall.SIGTTIN:
+		a.setTarget(a.target+1, "signal TTIN")
+	case syscall.SIGTTOU:
+		a.setTarget(max(1, a.target-1), "signal TTOU")
+	case syscall.SIGHUP:
+		a.log.Info("signal received", "signal", name, "action", "reload")
+		a.reload()
+	case syscall.SIGUSR1:
+		a.log.Info("signal received", "signal", name, "action", "reopen logs")
+		for _, w := range a.workers {
+			if err := w.proc.Send(Message{Type: MsgReopenLogs}); err != nil {
+				w.log.Debug("cannot send reopen_logs", "error", err)
+			}
+		}
+	case syscall.SIGWINCH:
+		a.log.Info("signal received; ignored (not daemonised)", "signal", name)
+	default:
+		a.log.Warn("signal not supported yet; ignored", "signal", name)
+	}
+}
+
+func (a *Arbiter) setTarget(n int, why string) (previous int) {
+	previous = a.target
+	if a.mode != modeRunning {
+		return previous
+	}
+	a.target = n
+	a.log.Info("worker count changed", "previous", previous, "target", n, "by", why)
+	return previous
+}
+
+// reload re-reads the config (HUP) and rolls the workers onto a new
+// generation, one at a time. A broken config changes nothing.
+func (a *Arbiter) reload() {
+	if a.mode != modeRunning {
+		return
+	}
+	ns := a.settings
+	if a.opts.Reload != nil {
+		var err error
+		ns, err = a.opts.Reload()
+		if err != nil {
+			a.log.Error("reload failed; keeping the running workers", "error", err)
+			return
+		}
+		if !slices.Equal(ns.Bind, a.settings.Bind) {
+			a.log.Warn("bind changed; new sockets need a restart, keeping the current ones")
+			ns.Bind = a.settings.Bind
+		}
+		if ns.Workers < 1 {
+			a.log.Warn("workers = 0 needs a restart; keeping worker processes", "workers", 1)
+			ns.Workers = 1
+		}
+		a.target = ns.Workers
+	}
+	a.settings = ns
+	a.generation++
+	a.log.Info("reloading: rolling workers", "generation", a.generation, "workers", a.target)
+}
+
+// stopAll stops every worker, gracefully (drain within graceful_timeout)
+// or at once; an immediate stop during a graceful one shortens it.
+func (a *Arbiter) stopAll(mode arbiterMode) {
+	if mode <= a.mode {
+		return
+	}
+	a.mode = mode
+	// Stop accepting at once: the workers' own descriptors close as they
+	// drain, and the master's copy must not keep the socket listening
+	// (connections would queue where nobody accepts, then be reset).
+	if a.set != nil {
+		if err := a.set.Close(); err != nil {
+			a.log.Warn("close listeners", "error", err)
+		}
+	}
+	now := a.opts.now()
+	for _, w := range a.sorted() {
+		if mode == modeImmediate {
+			w.state = stateDraining
+			w.reason = "stop"
+			if dl := now.Add(quickStopTimeout); w.deadline.IsZero() || dl.Before(w.deadline) {
+				w.deadline = dl
+			}
+			if err := w.proc.Send(Message{Type: MsgStop, Mode: StopImmediate.String()}); err != nil {
+				_ = w.proc.Signal(syscall.SIGQUIT)
+			}
+			continue
+		}
+		if w.state != stateDraining {
+			a.drain(w, "stop")
+		}
+	}
+}
+
+// drain asks w to stop gracefully; it is killed if it has not exited by
+// graceful_timeout (plus a margin).
+func (a *Arbiter) drain(w *wproc, reason string) {
+	w.state = stateDraining
+	w.reason = reason
+	w.deadline = a.opts.now().Add(a.settings.GracefulTimeout + drainMargin)
+	w.log.Info("stopping worker gracefully", "reason", reason)
+	if err := w.proc.Send(Message{Type: MsgStop, Mode: StopGraceful.String()}); err != nil {
+		_ = w.proc.Signal(syscall.SIGTERM)
+	}
+}
+
+func (a *Arbiter) kill(w *wproc, reason string) {
+	if w.killed {
+		return
+	}
+	w.killed = true
+	if w.reason == "" || w.state != stateDraining {
+		w.reason = reason
+	} else {
+		w.reason += "; " + reason
+	}
+	w.log.Warn("killing worker", "reason", reason)
+	if err := w.proc.Signal(syscall.SIGKILL); err != nil {
+		w.log.Debug("kill", "error", err)
+	}
+}
+
+// checkDeadlines kills workers silent past timeout and draining ones past
+// their deadline.
+func (a *Arbiter) checkDeadlines() {
+	now := a.opts.now()
+	timeout := a.settings.Timeout
+	for _, w := range a.sorted() {
+		if w.killed {
+			continue
+		}
+		switch {
+		case w.state == stateDraining:
+			if now.After(w.deadline) {
+				a.kill(w, "did not stop in time")
+			}
+		case timeout > 0 && now.Sub(w.lastBeat) > timeout:
+			a.kill(w, fmt.Sprintf("timeout: silent for %s", now.Sub(w.lastBeat).Round(time.Millisecond)))
+		}
+	}
+}
+
+// sorted returns the workers oldest first.
+func (a *Arbiter) sorted() []*wproc {
+	out := make([]*wproc, 0, len(a.workers))
+	for _, w := range a.workers {
+		out = append(out, w)
+	}
+	slices.SortFunc(out, func(x, y *wproc) int { return cmp.Compare(x.id, y.id) })
+	return out
+}
+
+// manage brings the workers to the target: it replaces dead ones at once,
+// drains the oldest surplus, and rolls retiring and outdated workers one
+// at a time (a replacement is ready before the old one drains).
+func (a *Arbiter) manage() {
+	if a.mode != modeRunning {
+		return
+	}
+	var wanted, replaceable []*wproc
+	readyWanted, bootingWanted := 0, 0
+	for _, w := range a.sorted() {
+		if w.state == stateDraining || w.killed {
+			continue
+		}
+		if w.generation == a.generation && !w.retiring {
+			wanted = append(wanted, w)
+			if w.state == stateReady {
+				readyWanted++
+			} else {
+				bootingWanted++
+			}
+		} else {
+			replaceable = append(replaceable, w)
+		}
+	}
+	for len(wanted) > a.target {
+		a.drain(wanted[0], "worker count lowered")
+		if wanted[0].state == stateReady {
+			readyWanted--
+		}
+		wanted = wanted[1:]
+	}
+	// One old worker drains for each new one ready: capacity never dips
+	// below the target, and never exceeds it by more than the workers
+	// still booting.
+	for len(replaceable) > 0 && readyWanted+len(replaceable) > a.target {
+		w := replaceable[0]
+		reason := "replaced after max_requests"
+		if !w.retiring {
+			reason = "replaced by generation " + fmt.Sprint(a.generation)
+		}
+		a.drain(w, reason)
+		replaceable = replaceable[1:]
+	}
+	now := a.opts.now()
+	for n := len(wanted); n < a.target; n++ {
+		deficit := a.target - n
+		if len(replaceable) >= deficit && bootingWanted > 0 {
+			break // rolling: one replacement at a time
+		}
+		if !a.boot.ready(now) {
+			break
+		}
+		if !a.spawnOne() {
+			break
+		}
+		bootingWanted++
+	}
+}
+
+func (a *Arbiter) spawnOne() bool {
+	a.nextID++
+	id := a.nextID
+	s := a.settings
+	maxReq := 0
+	if s.MaxRequests > 0 {
+		maxReq = s.MaxRequests
+		if s.MaxRequestsJitter > 0 {
+			maxReq += rand.IntN(s.MaxRequestsJitter + 1)
+		}
+	}
+	p, err := a.opts.spawn.spawn(spawnRequest{ID: id, Generation: a.generation, MaxRequests: maxReq, Settings: s}, a.events, a.eventsDone)
+	if err != nil {
+		d := a.boot.fail(a.opts.now())
+		a.log.Error("cannot start a worker", "worker_id", id, "error", err, "backoff", d.String())
+		if !a.everReady {
+			a.bootErr = &BootError{Msg: err.Error()}
+			a.stopAll(modeImmediate)
+		}
+		return false
+	}
+	now := a.opts.now()
+	w := &wproc{id: id, generation: a.generation, proc: p, started: now, lastBeat: now,
+		log: a.log.With("pid", p.Pid(), "worker_id", id, "generation", a.generation)}
+	a.workers[p.Pid()] = w
+	w.log.Info("worker spawned", "max_requests", maxReq)
+	return true
+}
+
+// Status is a snapshot of the arbiter.
+type Status struct {
+	Pid        int            `json:"pid"`
+	State      string         `json:"state"`
+	Generation int            `json:"generation"`
+	Target     int            `json:"target"`
+	Workers    []WorkerStatus `json:"workers"`
+}
+
+// WorkerStatus is one worker in a Status.
+type WorkerStatus struct {
+	ID            int       `json:"id"`
+	Pid           int       `json:"pid"`
+	Generation    int       `json:"generation"`
+	State         string    `json:"state"`
+	StartedAt     time.Time `json:"started_at"`
+	Requests      uint64    `json:"requests"`
+	InFlight      int64     `json:"in_flight"`
+	LastHeartbeat float64   `json:"last_heartbeat_s"`
+}
+
+func (a *Arbiter) status() Status {
+	now := a.opts.now()
+	st := Status{Pid: os.Getpid(), State: a.mode.String(), Generation: a.generation, Target: a.target, Workers: []WorkerStatus{}}
+	for _, w := range a.sorted() {
+		state := w.state.String()
+		if w.retiring && w.state != stateDraining {
+			state = "retiring"
+		}
+		st.Workers = append(st.Workers, WorkerStatus{ID: w.id, Pid: w.proc.Pid(), Generation: w.generation, State: state,
+			StartedAt: w.started, Requests: w.requests, InFlight: w.inFlight, LastHeartbeat: now.Sub(w.lastBeat).Seconds()})
+	}
+	return st
+}
+
+// ErrNotRunning is returned by requests to an arbiter whose Run has
+// returned (or not started).
+var ErrNotRunning = errors.New("worker: arbiter is not running")
+
+// do runs fn in the Run goroutine.
+func (a *Arbiter) do(ctx context.Context, fn func() any) (any, error) {
+	r := request{fn: fn, reply: make(chan any, 1)}
+	select {
+	case a.reqC <- r:
+	case <-a.done:
+		return nil, ErrNotRunning
+	case <-ctx.Done():
+		return nil, context.Cause(ctx)
+	}
+	return <-r.reply, nil
+}
+
+// Status returns a snapshot of the master and its workers.
+func (a *Arbiter) Status(ctx context.Context) (Status, error) {
+	v, err := a.do(ctx, func() any { return a.status() })
+	if err != nil {
+		return Status{}, err
+	}
+	return v.(Status), nil
+}
+
+// SetTarget sets the number of workers (at least 1) and returns the
+// previous target.
+func (a *Arbiter) SetTarget(ctx context.Context, n int) (int, error) {
+	if n < 1 {
+		return 0, fmt.Errorf("worker: target %d: need at least 1 worker", n)
+	}
+	v, err := a.do(ctx, func() any { p := a.setTarget(n, "request"); a.manage(); return p })
+	if err != nil {
+		return 0, err
+	}
+	return v.(int), nil
+}
+
+// AddWorkers raises the target by n; RemoveWorkers lowers it (the oldest
+// go first, gracefully; never below 1). Both return the previous target
+// and the new one.
+func (a *Arbiter) AddWorkers(ctx context.Context, n int) (previous, target int, err error) {
+	return a.changeBy(ctx, n)
+}
+
+// RemoveWorkers: see AddWorkers.
+func (a *Arbiter) RemoveWorkers(ctx context.Context, n int) (previous, target int, err error) {
+	return a.changeBy(ctx, -n)
+}
+
+func (a *Arbiter) changeBy(ctx context.Context, n int) (int, int, error) {
+	v, err := a.do(ctx, func() any {
+		p := a.setTarget(max(1, a.target+n), "request")
+		a.manage()
+		return [2]int{p, a.target}
+	})
+	if err != nil {
+		return 0, 0, err
+	}
+	r := v.([2]int)
+	return r[0], r[1], nil
+}
+
+// Stop stops the master: gracefully (workers drain within
+// graceful_timeout) or immediately. It returns once the stop has begun;
+// Run returns when it is over.
+func (a *Arbiter) Stop(ctx context.Context, graceful bool) error {
+	mode := modeImmediate
+	if graceful {
+		mode = modeGraceful
+	}
+	_, err := a.do(ctx, func() any { a.stopAll(mode); return nil })
+	return err
+}
+
+// Done is closed when Run has returned.
+func (a *Arbiter) Done() <-chan struct{} { return a.done }

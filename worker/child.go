@@ -1,0 +1,393 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sys/unix"
+
+	"paddock/listener"
+	"paddock/logname"
+	"paddock/pipeline"
+)
+
+// The environment contract between a master and the worker it starts. The
+// master sets every variable; a worker missing one exits ExitWorkerConfig.
+const (
+	// EnvWorker marks a worker process; its value is the worker id.
+	EnvWorker = "PADDOCK_WORKER_ID"
+	// EnvListeners: the bind specs, JSON list of strings, in the order of
+	// the inherited descriptors (3, 4, ...).
+	EnvListeners = "PADDOCK_WORKER_LISTENERS"
+	// EnvChannelFD: the descriptor of the worker's end of the socketpair.
+	EnvChannelFD = "PADDOCK_WORKER_CHANNEL_FD"
+	EnvConfig    = "PADDOCK_WORKER_CONFIG"
+	EnvApp       = "PADDOCK_WORKER_APP"
+	EnvServer    = "PADDOCK_WORKER_SERVER"
+	// EnvGeneration: the config generation the worker serves.
+	EnvGeneration = "PADDOCK_WORKER_GENERATION"
+	// EnvSettings: the master's resolved Settings as JSON, so flag and
+	// environment overrides apply in workers too.
+	EnvSettings = "PADDOCK_WORKER_SETTINGS"
+	// EnvMaxRequests: this worker's max_requests with its jitter drawn
+	// (0: never retire).
+	EnvMaxRequests = "PADDOCK_WORKER_MAX_REQUESTS"
+	// EnvLogJSON: "1" when the master logs JSON.
+	EnvLogJSON = "PADDOCK_WORKER_LOG_JSON"
+)
+
+// Exit statuses of a worker process.
+const (
+	// ExitWorkerOK: stopped as asked (or its master went away).
+	ExitWorkerOK = 0
+	// ExitWorkerConfig: the environment contract was broken (not started
+	// by a paddock master, or a different version).
+	ExitWorkerConfig = 2
+	// ExitWorkerBootError: the pipeline or the listeners could not be
+	// built (gunicorn's WORKER_BOOT_ERROR); the error was sent as
+	// boot_error first.
+	ExitWorkerBootError = 3
+	// ExitWorkerServeError: a listener failed while serving.
+	ExitWorkerServeError = 4
+)
+
+// WorkerHeader is the debug response header naming the worker's pid
+// (debug_worker_header).
+const WorkerHeader = "X-Paddock-Worker"
+
+// IsWorker reports whether this process was started as a worker.
+func IsWorker(lookupEnv func(string) (string, bool)) bool {
+	if lookupEnv == nil {
+		lookupEnv = os.LookupEnv
+	}
+	_, ok := lookupEnv(EnvWorker)
+	return ok
+}
+
+// ChildOptions is what RunWorker needs besides the environment contract.
+type ChildOptions struct {
+	// Stderr receives the worker's logs (the master's stderr, inherited).
+	Stderr io.Writer
+	// Registry holds the factories; nil means pipeline.NewDefaultRegistry.
+	Registry *pipeline.Registry
+	// LookupEnv reads the contract; nil means os.LookupEnv.
+	LookupEnv func(string) (string, bool)
+}
+
+type childEnv struct {
+	id, generation, maxRequests int
+	specs                       []listener.Spec
+	channelFD                   int
+	config, app, server         string
+	settings                    *Settings
+	logJSON                     bool
+}
+
+func readChildEnv(lookupEnv func(string) (string, bool)) (*childEnv, error) {
+	get := func(k string) (string, error) {
+		v, ok := lookupEnv(k)
+		if !ok {
+			return "", fmt.Errorf("%s is not set", k)
+		}
+		return v, nil
+	}
+	atoi := func(k string) (int, error) {
+		v, err := get(k)
+		if err != nil {
+			return 0, err
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return 0, fmt.Errorf("%s: %w", k, err)
+		}
+		return n, nil
+	}
+	var (
+		e   childEnv
+		err error
+	)
+	if e.id, err = atoi(EnvWorker); err != nil {
+		return nil, err
+	}
+	if e.generation, err = atoi(EnvGeneration); err != nil {
+		return nil, err
+	}
+	if e.maxRequests, err = atoi(EnvMaxRequests); err != nil {
+		return nil, err
+	}
+	if e.channelFD, err = atoi(EnvChannelFD); err != nil {
+		return nil, err
+	}
+	for _, k := range []struct {
+		name string
+		dst  *string
+	}{{EnvConfig, &e.config}, {EnvApp, &e.app}, {EnvServer, &e.server}} {
+		if *k.dst, err = get(k.name); err != nil {
+			return nil, err
+		}
+	}
+	v, err := get(EnvListeners)
+	if err != nil {
+		return nil, err
+	}
+	var binds []string
+	if err := json.Unmarshal([]byte(v), &binds); err != nil {
+		return nil, fmt.Errorf("%s: %w", EnvListeners, err)
+	}
+	if e.specs, err = listener.ParseList(binds); err != nil {
+		return nil, fmt.Errorf("%s: %w", EnvListeners, err)
+	}
+	v, err = get(EnvSettings)
+	if err != nil {
+		return nil, err
+	}
+	e.settings = new(Settings)
+	if err := json.Unmarshal([]byte(v), e.settings); err != nil {
+		return nil, fmt.Errorf("%s: %w", EnvSettings, err)
+	}
+	j, _ := lookupEnv(EnvLogJSON)
+	e.logJSON = j == "1"
+	return &e, nil
+}
+
+// workerSignals is how a worker treats signals: TERM drains, QUIT stops at
+// once, USR1 reopens logs; the rest of the master's table (HUP, INT, TTIN,
+// TTOU, USR2, WINCH) is ignored, since a terminal's Ctrl-C or a
+// kill -HUP of the process group is the master's to act on.
+var workerIgnored = []os.Signal{syscall.SIGHUP, syscall.SIGINT, syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGUSR2, syscall.SIGWINCH, syscall.SIGPIPE}
+
+// RunWorker is the worker process: it rebuilds the listeners its master
+// passed, loads the pipeline, reports ready (or boot_error), heartbeats,
+// obeys the master's commands and returns the process exit status.
+func RunWorker(ctx context.Context, opts ChildOptions) int {
+	lookupEnv := opts.LookupEnv
+	if lookupEnv == nil {
+		lookupEnv = os.LookupEnv
+	}
+	stderr := opts.Stderr
+	if stderr == nil {
+		stderr = os.Stderr
+	}
+	signal.Ignore(workerIgnored...)
+	env, err := readChildEnv(lookupEnv)
+	if err != nil {
+		fmt.Fprintf(stderr, "paddock worker: %v (workers are started by paddock serve)\n", err)
+		return ExitWorkerConfig
+	}
+	s := env.settings
+	pid := os.Getpid()
+	log := hclog.New(&hclog.LoggerOptions{Level: s.LogLevel, Output: stderr, JSONFormat: env.logJSON}).
+		Named(logname.Worker).With("pid", pid, "worker_id", env.id, "generation", env.generation)
+
+	chf := os.NewFile(uintptr(env.channelFD), "paddock-channel")
+	conn, err := net.FileConn(chf)
+	chf.Close()
+	if err != nil {
+		log.Error("cannot use the channel to the master", "error", err)
+		return ExitWorkerConfig
+	}
+	defer conn.Close()
+	enc := NewEncoder(conn)
+
+	files := make([]*os.File, len(env.specs))
+	for i, spec := range env.specs {
+		files[i] = os.NewFile(uintptr(3+i), spec.String())
+	}
+	bootErr := func(err error) int {
+		log.Error("boot failed", "error", err)
+		if serr := enc.Send(Message{Type: MsgBootError, Error: err.Error()}); serr != nil {
+			log.Warn("cannot report the boot error", "error", serr)
+		}
+		return ExitWorkerBootError
+	}
+	lns, err := listener.FromFiles(files, env.specs)
+	if err != nil {
+		return bootErr(err)
+	}
+	if s.Umask >= 0 {
+		unix.Umask(s.Umask)
+	}
+	p, err := pipeline.Load(pipeline.LoadOptions{Path: env.config, Name: env.app, Kind: pipeline.ObjectApp, Registry: opts.Registry, Logger: log})
+	if err != nil {
+		for _, ln := range lns {
+			ln.Close()
+		}
+		return bootErr(err)
+	}
+	defer p.Close()
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	st := &stats{}
+	retire := make(chan struct{})
+	h := st.wrap(p.Handler, uint64(env.maxRequests), retire)
+	if s.DebugWorkerHeader {
+		h = workerHeader(h, pid)
+	}
+	srv := newServer(ctx, h, s, log)
+	srv.start(lns)
+
+	stop := make(chan Stop, 2)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel() // runs before wg.Wait: ends the goroutines below
+	wg.Go(func() { childSignals(ctx, stop, log) })
+	wg.Go(func() { readCommands(ctx, conn, enc, stop, log) })
+	if err := enc.Send(Message{Type: MsgReady, Pid: pid}); err != nil {
+		log.Warn("cannot report ready; draining", "error", err)
+		stop <- StopGraceful
+	}
+	log.Info("booted", "listeners", len(lns))
+	wg.Go(func() { heartbeat(ctx, enc, st, retire, s.Timeout, log) })
+
+	if err := srv.run(ctx, stop, s.GracefulTimeout); err != nil {
+		log.Error("serving failed", "error", err)
+		return ExitWorkerServeError
+	}
+	log.Info("exiting", "requests", st.requests.Load())
+	return ExitWorkerOK
+}
+
+// childSignals turns TERM into a graceful stop and QUIT into an immediate
+// one until ctx is done; USR1 reopens logs (nothing to reopen yet).
+func childSignals(ctx context.Context, stop chan<- Stop, log hclog.Logger) {
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGQUIT, syscall.SIGUSR1)
+	defer signal.Stop(sigs)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case sig := <-sigs:
+			switch sig {
+			case syscall.SIGUSR1:
+				log.Debug("signal USR1: reopen logs (no log files to reopen yet)")
+				continue
+			case syscall.SIGQUIT:
+				log.Info("signal received", "signal", "QUIT", "stop", StopImmediate.String())
+				trySend(stop, StopImmediate)
+			default:
+				log.Info("signal received", "signal", "TERM", "stop", StopGraceful.String())
+				trySend(stop, StopGraceful)
+			}
+		}
+	}
+}
+
+func trySend(c chan<- Stop, st Stop) {
+	select {
+	case c <- st:
+	default:
+	}
+}
+
+// readCommands obeys the master until the channel ends. EOF means the
+// master is gone: drain, so no orphan keeps serving a stale config.
+func readCommands(ctx context.Context, conn net.Conn, enc *Encoder, stop chan<- Stop, log hclog.Logger) {
+	go func() { // unblock the read below when the worker is done
+		<-ctx.Done()
+		conn.SetReadDeadline(time.Now())
+	}()
+	dec := NewDecoder(conn, FromMaster)
+	for {
+		m, err := dec.Next()
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			if errors.Is(err, io.EOF) {
+				log.Warn("master is gone; draining")
+			} else {
+				log.Error("bad message from the master; draining", "error", err)
+			}
+			trySend(stop, StopGraceful)
+			return
+		}
+		switch m.Type {
+		case MsgStop:
+			st := StopGraceful
+			if m.Mode == StopImmediate.String() {
+				st = StopImmediate
+			}
+			log.Debug("stop requested", "mode", st.String())
+			trySend(stop, st)
+		case MsgReopenLogs:
+			_ = enc.Send(Message{Type: MsgAck, Command: MsgReopenLogs})
+		case MsgReload:
+			_ = enc.Send(Message{Type: MsgUnsupported, Command: MsgReload, Generation: m.Generation})
+		}
+	}
+}
+
+// heartbeatInterval keeps a worker well within its timeout (at least two
+// beats per timeout), and beats now and then when the timeout is off.
+func heartbeatInterval(timeout time.Duration) time.Duration {
+	if timeout <= 0 {
+		return 10 * time.Second
+	}
+	return min(max(timeout/4, 50*time.Millisecond), 10*time.Second)
+}
+
+func heartbeat(ctx context.Context, enc *Encoder, st *stats, retire <-chan struct{}, timeout time.Duration, log hclog.Logger) {
+	t := time.NewTicker(heartbeatInterval(timeout))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-retire:
+			retire = nil
+			log.Info("max_requests reached; asking to retire", "requests", st.requests.Load())
+			if err := enc.Send(Message{Type: MsgRetire, Requests: st.requests.Load(), InFlight: st.inFlight.Load()}); err != nil {
+				log.Warn("cannot send retire", "error", err)
+			}
+		case <-t.C:
+			if err := enc.Send(Message{Type: MsgHeartbeat, Requests: st.requests.Load(), InFlight: st.inFlight.Load()}); err != nil {
+				log.Debug("cannot send heartbeat", "error", err)
+			}
+		}
+	}
+}
+
+// stats counts requests for heartbeats and max_requests.
+type stats struct {
+	requests atomic.Uint64
+	inFlight atomic.Int64
+	once     sync.Once
+}
+
+// wrap counts requests through h; when limit (> 0) requests have started
+// it closes retire once. The worker keeps serving until its master stops
+// it, so a retiring worker fails no request.
+func (st *stats) wrap(h http.Handler, limit uint64, retire chan<- struct{}) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := st.requests.Add(1)
+		st.inFlight.Add(1)
+		defer st.inFlight.Add(-1)
+		if limit > 0 && n >= limit {
+			st.once.Do(func() { close(retire) })
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+func workerHeader(h http.Handler, pid int) http.Handler {
+	v := strconv.Itoa(pid)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set(WorkerHeader, v)
+		h.ServeHTTP(w, r)
+	})
+}

@@ -1,0 +1,144 @@
+package worker
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+)
+
+// Message types of the master/worker channel (doc.go lists them with their
+// fields and who sends them).
+const (
+	// worker → master
+	MsgReady       = "ready"
+	MsgBootError   = "boot_error"
+	MsgHeartbeat   = "heartbeat"
+	MsgRetire      = "retire"
+	MsgAck         = "ack"
+	MsgUnsupported = "unsupported"
+	// master → worker
+	MsgStop       = "stop"
+	MsgReopenLogs = "reopen_logs"
+	MsgReload     = "reload"
+)
+
+// MaxMessageSize bounds one line of the channel, newline included. A
+// longer line is garbage: the peer is broken.
+const MaxMessageSize = 64 << 10
+
+// Direction says which side sent a message; each side accepts only the
+// types the other may send.
+type Direction int
+
+const (
+	// FromWorker: messages a worker sends its master.
+	FromWorker Direction = iota + 1
+	// FromMaster: messages the master sends a worker.
+	FromMaster
+)
+
+var validTypes = map[Direction]map[string]bool{
+	FromWorker: {MsgReady: true, MsgBootError: true, MsgHeartbeat: true, MsgRetire: true, MsgAck: true, MsgUnsupported: true},
+	FromMaster: {MsgStop: true, MsgReopenLogs: true, MsgReload: true},
+}
+
+// Message is one line of the channel: a JSON object whose "type" says
+// which of the other fields matter.
+type Message struct {
+	Type string `json:"type"`
+	// Pid is the worker's pid (ready).
+	Pid int `json:"pid,omitempty"`
+	// Error is the boot failure (boot_error).
+	Error string `json:"error,omitempty"`
+	// Requests is how many requests the worker has answered, InFlight how
+	// many it is answering (heartbeat, retire).
+	Requests uint64 `json:"requests,omitempty"`
+	InFlight int64  `json:"in_flight,omitempty"`
+	// Mode is "graceful" or "immediate" (stop).
+	Mode string `json:"mode,omitempty"`
+	// Generation is the config generation (reload).
+	Generation int `json:"generation,omitempty"`
+	// Command names the command an ack or unsupported answers.
+	Command string `json:"command,omitempty"`
+}
+
+// ErrGarbage is wrapped by every error about a malformed line.
+var ErrGarbage = errors.New("garbage on the worker channel")
+
+// Encoder writes messages, one JSON object per line. It is safe for
+// concurrent use.
+type Encoder struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+// NewEncoder writes to w.
+func NewEncoder(w io.Writer) *Encoder { return &Encoder{w: w} }
+
+// Send writes m as one line.
+func (e *Encoder) Send(m Message) error {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", m.Type, err)
+	}
+	b = append(b, '\n')
+	if len(b) > MaxMessageSize {
+		return fmt.Errorf("encode %s: %d bytes is over %d", m.Type, len(b), MaxMessageSize)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if _, err := e.w.Write(b); err != nil {
+		return fmt.Errorf("send %s: %w", m.Type, err)
+	}
+	return nil
+}
+
+// Decoder reads the messages one side accepts.
+type Decoder struct {
+	sc  *bufio.Scanner
+	dir Direction
+}
+
+// NewDecoder reads messages sent in direction dir from r.
+func NewDecoder(r io.Reader, dir Direction) *Decoder {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 4096), MaxMessageSize)
+	return &Decoder{sc: sc, dir: dir}
+}
+
+// Next returns the next message. At the end of the stream it returns
+// io.EOF; a line that is not a JSON object of a type this direction allows
+// (or is over MaxMessageSize) is an error wrapping ErrGarbage, after which
+// the decoder must not be used again.
+func (d *Decoder) Next() (Message, error) {
+	if !d.sc.Scan() {
+		err := d.sc.Err()
+		if err == nil {
+			return Message{}, io.EOF
+		}
+		if errors.Is(err, bufio.ErrTooLong) {
+			return Message{}, fmt.Errorf("%w: line over %d bytes", ErrGarbage, MaxMessageSize)
+		}
+		return Message{}, fmt.Errorf("read worker channel: %w", err)
+	}
+	line := d.sc.Bytes()
+	var m Message
+	if err := json.Unmarshal(line, &m); err != nil {
+		return Message{}, fmt.Errorf("%w: %q: %w", ErrGarbage, truncate(line), err)
+	}
+	if !validTypes[d.dir][m.Type] {
+		return Message{}, fmt.Errorf("%w: unknown message type %q", ErrGarbage, m.Type)
+	}
+	return m, nil
+}
+
+func truncate(b []byte) string {
+	const n = 80
+	if len(b) > n {
+		return string(b[:n]) + "..."
+	}
+	return string(b)
+}

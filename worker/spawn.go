@@ -1,0 +1,299 @@
+package worker
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"paddock/listener"
+)
+
+// spawnRequest is one worker to start.
+type spawnRequest struct {
+	ID, Generation, MaxRequests int
+	Settings                    *Settings
+}
+
+// childProc is the master's handle on a started worker. Its exit and its
+// messages arrive as events.
+type childProc interface {
+	Pid() int
+	Send(Message) error
+	Signal(syscall.Signal) error
+	// Close releases the channel once the process has exited.
+	Close()
+}
+
+// event is something a worker did: sent a message (msg), broke its
+// channel (err: garbage, or io.EOF), or exited (exited, with status).
+type event struct {
+	pid    int
+	msg    *Message
+	err    error
+	exited bool
+	status string
+	code   int
+}
+
+// spawner starts a worker. The goroutines it starts for the worker send
+// on events (or give up when done closes) and end with the process.
+type spawner interface {
+	spawn(req spawnRequest, events chan<- event, done <-chan struct{}) (childProc, error)
+}
+
+// execSpawner re-executes the master's binary in worker mode with the
+// listeners as ExtraFiles (fds 3..) and one end of a socketpair after
+// them; nothing else is inherited (every other descriptor is CLOEXEC:
+// Go opens everything so, and the socketpair is made with SOCK_CLOEXEC).
+type execSpawner struct {
+	exe, argv0              string
+	set                     *listener.Set
+	stderr                  io.Writer
+	baseEnv                 []string
+	config, app, serverName string
+	logJSON                 bool
+	cred                    *syscall.Credential
+}
+
+func (sp *execSpawner) spawn(req spawnRequest, events chan<- event, done <-chan struct{}) (childProc, error) {
+	settingsJSON, err := json.Marshal(req.Settings)
+	if err != nil {
+		return nil, fmt.Errorf("encode settings: %w", err)
+	}
+	binds := make([]string, 0, len(sp.set.Specs()))
+	for _, s := range sp.set.Specs() {
+		binds = append(binds, s.String())
+	}
+	bindsJSON, err := json.Marshal(binds)
+	if err != nil {
+		return nil, fmt.Errorf("encode binds: %w", err)
+	}
+	sockFiles, err := sp.set.Files()
+	if err != nil {
+		return nil, err
+	}
+	files, err := inheritable(sockFiles)
+	if err != nil {
+		return nil, err
+	}
+	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		closeAll(files)
+		return nil, fmt.Errorf("socketpair: %w", err)
+	}
+	parent := os.NewFile(uintptr(pair[0]), "paddock-channel-master")
+	child := os.NewFile(uintptr(pair[1]), "paddock-channel-worker")
+	logJSON := "0"
+	if sp.logJSON {
+		logJSON = "1"
+	}
+	cmd := &exec.Cmd{
+		Path:       sp.exe,
+		Args:       []string{sp.argv0, WorkerCommand},
+		Stdout:     sp.stderr,
+		Stderr:     sp.stderr,
+		ExtraFiles: append(files, child),
+		Env: append(append([]string(nil), sp.baseEnv...),
+			EnvWorker+"="+strconv.Itoa(req.ID),
+			EnvGeneration+"="+strconv.Itoa(req.Generation),
+			EnvMaxRequests+"="+strconv.Itoa(req.MaxRequests),
+			EnvListeners+"="+string(bindsJSON),
+			EnvChannelFD+"="+strconv.Itoa(3+len(files)),
+			EnvConfig+"="+sp.config,
+			EnvApp+"="+sp.app,
+			EnvServer+"="+sp.serverName,
+			EnvSettings+"="+string(settingsJSON),
+			EnvLogJSON+"="+logJSON,
+		),
+	}
+	if sp.cred != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: sp.cred}
+	}
+	err = cmd.Start()
+	closeAll(files)
+	child.Close()
+	// Starting a process with the listeners made them blocking (D8).
+	if rerr := sp.set.RestoreNonblock(); rerr != nil && err == nil {
+		err = rerr
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	}
+	if err != nil {
+		parent.Close()
+		return nil, fmt.Errorf("start worker: %w", err)
+	}
+	conn, err := net.FileConn(parent)
+	parent.Close()
+	if err != nil {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		return nil, fmt.Errorf("worker channel: %w", err)
+	}
+	p := &execProc{cmd: cmd, conn: conn, enc: NewEncoder(conn)}
+	pid := cmd.Process.Pid
+	send := func(ev event) bool {
+		select {
+		case events <- ev:
+			return true
+		case <-done:
+			return false
+		}
+	}
+	go func() { // owned by the process: ends when it exits
+		err := cmd.Wait()
+		ev := event{pid: pid, exited: true, code: -1}
+		if cmd.ProcessState != nil {
+			ev.status = cmd.ProcessState.String()
+			ev.code = cmd.ProcessState.ExitCode()
+		} else if err != nil {
+			ev.status = err.Error()
+		}
+		send(ev)
+	}()
+	go func() { // owned by the channel: ends at EOF, garbage, or Close
+		dec := NewDecoder(conn, FromWorker)
+		for {
+			m, err := dec.Next()
+			if err != nil {
+				if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+					send(event{pid: pid, err: err})
+				}
+				return
+			}
+			if !send(event{pid: pid, msg: &m}) {
+				return
+			}
+		}
+	}()
+	return p, nil
+}
+
+// inheritable re-wraps listener files for ExtraFiles and closes the
+// originals. The files net hands out (TCPListener.File) are "socket"
+// Files whose Fd, which os.StartProcess calls, switches the shared open
+// file description to blocking mode (PITFALLS D8): a sibling worker
+// woken for the same connection would then sit in a blocking accept4
+// that no Close interrupts. A File made by os.NewFile from a descriptor
+// that is already non-blocking leaves it alone in Fd.
+func inheritable(files []*os.File) ([]*os.File, error) {
+	defer closeAll(files)
+	out := make([]*os.File, 0, len(files))
+	for _, f := range files {
+		rc, err := f.SyscallConn()
+		if err != nil {
+			closeAll(out)
+			return nil, fmt.Errorf("listener descriptor: %w", err)
+		}
+		var nfd int
+		var derr error
+		if err := rc.Control(func(fd uintptr) { nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+			derr = err
+		}
+		if derr != nil {
+			closeAll(out)
+			return nil, fmt.Errorf("duplicate listener descriptor: %w", derr)
+		}
+		out = append(out, os.NewFile(uintptr(nfd), f.Name()))
+	}
+	return out, nil
+}
+
+func closeAll(files []*os.File) {
+	for _, f := range files {
+		f.Close()
+	}
+}
+
+type execProc struct {
+	cmd  *exec.Cmd
+	conn net.Conn
+	enc  *Encoder
+}
+
+func (p *execProc) Pid() int { return p.cmd.Process.Pid }
+
+func (p *execProc) Send(m Message) error { return p.enc.Send(m) }
+
+func (p *execProc) Signal(sig syscall.Signal) error { return p.cmd.Process.Signal(sig) }
+
+func (p *execProc) Close() { p.conn.Close() }
+
+// WorkerCommand is the hidden subcommand a master runs its workers with.
+const WorkerCommand = "__worker"
+
+// ErrNeedRoot is returned when user or group is set and the master is not
+// root.
+var ErrNeedRoot = errors.New("user and group need the master to run as root")
+
+// credential resolves user and group (names or numbers) for the workers;
+// nil when neither is set.
+func credential(userName, groupName string) (*syscall.Credential, error) {
+	if userName == "" && groupName == "" {
+		return nil, nil
+	}
+	if os.Geteuid() != 0 {
+		return nil, fmt.Errorf("worker: user %q, group %q: %w", userName, groupName, ErrNeedRoot)
+	}
+	cred := &syscall.Credential{Uid: uint32(os.Getuid()), Gid: uint32(os.Getgid()), NoSetGroups: true}
+	if userName != "" {
+		u, err := lookupUser(userName)
+		if err != nil {
+			return nil, fmt.Errorf("worker: user %q: %w", userName, err)
+		}
+		uid, _ := strconv.ParseUint(u.Uid, 10, 32)
+		gid, _ := strconv.ParseUint(u.Gid, 10, 32)
+		cred.Uid, cred.Gid = uint32(uid), uint32(gid)
+	}
+	if groupName != "" {
+		gid, err := lookupGroup(groupName)
+		if err != nil {
+			return nil, fmt.Errorf("worker: group %q: %w", groupName, err)
+		}
+		cred.Gid = gid
+	}
+	return cred, nil
+}
+
+func lookupUser(name string) (*user.User, error) {
+	if _, err := strconv.ParseUint(name, 10, 32); err == nil {
+		if u, err := user.LookupId(name); err == nil {
+			return u, nil
+		}
+		return &user.User{Uid: name, Gid: name}, nil
+	}
+	return user.Lookup(name)
+}
+
+func lookupGroup(name string) (uint32, error) {
+	if n, err := strconv.ParseUint(name, 10, 32); err == nil {
+		return uint32(n), nil
+	}
+	g, err := user.LookupGroup(name)
+	if err != nil {
+		return 0, err
+	}
+	n, err := strconv.ParseUint(g.Gid, 10, 32)
+	return uint32(n), err
+}
+
+// workerEnv is the master's environment without a previous worker
+// contract (a master started from a worker's environment).
+func workerEnv(env []string) []string {
+	out := env[:0:0]
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, "PADDOCK_WORKER_") {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
