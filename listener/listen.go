@@ -23,6 +23,11 @@ const DefaultMode os.FileMode = 0o660
 // ErrInUse means a unix socket path already has a live server behind it.
 var ErrInUse = errors.New("address already in use")
 
+// ErrNotActivated means a systemd:NAME bind names no socket systemd passed
+// to this process: the process was not socket-activated, or no socket unit
+// has that FileDescriptorName=.
+var ErrNotActivated = errors.New("no socket-activated descriptor has that name")
+
 // probeTimeout bounds the dial that tells a live unix socket from a stale
 // one; a server too busy to accept within it is still alive.
 const probeTimeout = time.Second
@@ -45,8 +50,10 @@ type Options struct {
 }
 
 // Listen creates the socket s names. For FD it wraps the inherited
-// descriptor (which must be a listening stream socket). The caller owns
-// the listener.
+// descriptor (which must be a listening stream socket) and closes the
+// number, so only the first Listen of an fd://N may succeed; for Systemd, and
+// for an FD that systemd passed, it returns a listener on a duplicate of the
+// activated socket (see Activated). The caller owns the listener.
 func Listen(ctx context.Context, s Spec, opts Options) (net.Listener, error) {
 	var (
 		ln  net.Listener
@@ -58,7 +65,16 @@ func Listen(ctx context.Context, s Spec, opts Options) (net.Listener, error) {
 	case Unix:
 		ln, err = listenUnix(ctx, s, opts)
 	case FD:
+		if ln, ok, err := activation.listen(s); ok || err != nil {
+			return ln, err
+		}
 		return listenFD(s)
+	case Systemd:
+		ln, ok, err := activation.listen(s)
+		if !ok && err == nil {
+			err = fmt.Errorf("listener: %s: %w", s, ErrNotActivated)
+		}
+		return ln, err
 	default:
 		return nil, fmt.Errorf("listener: %s: unknown network %q", s, s.Network)
 	}

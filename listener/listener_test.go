@@ -41,6 +41,8 @@ func TestParse(t *testing.T) {
 		{name: "unix abstract", in: "unix:@paddock", want: Spec{Unix, "@paddock"}},
 		{name: "fd", in: "fd://3", want: Spec{FD, "3"}},
 		{name: "fd leading zero", in: "fd://03", want: Spec{FD, "3"}},
+		{name: "systemd", in: "systemd:http", want: Spec{Systemd, "http"}},
+		{name: "systemd punctuation", in: "systemd:web-1.socket", want: Spec{Systemd, "web-1.socket"}},
 
 		{name: "empty", in: "", wantErr: "empty address"},
 		{name: "bare port", in: "8080", wantErr: "no host (write 127.0.0.1:8080"},
@@ -52,6 +54,10 @@ func TestParse(t *testing.T) {
 		{name: "unix abstract empty", in: "unix:@", wantErr: "empty abstract socket name"},
 		{name: "fd not a number", in: "fd://x", wantErr: "not a file descriptor number"},
 		{name: "fd negative", in: "fd://-1", wantErr: "not a file descriptor number"},
+		{name: "systemd empty", in: "systemd:", wantErr: "empty socket name"},
+		{name: "systemd colon", in: "systemd:a:b", wantErr: "is not a systemd FileDescriptorName="},
+		{name: "systemd space", in: "systemd:a b", wantErr: "is not a systemd FileDescriptorName="},
+		{name: "systemd too long", in: "systemd:" + strings.Repeat("n", 256), wantErr: "is not a systemd FileDescriptorName="},
 		{name: "bad host", in: "a/b:80", wantErr: "is not a host name"},
 	}
 	for _, tc := range tests {
@@ -83,6 +89,7 @@ func TestSpecString(t *testing.T) {
 		{"localhost:80", "127.0.0.1:80", "tcp/127.0.0.1:80"},
 		{"unix:///tmp/a.sock", "unix:/tmp/a.sock", "unix//tmp/a.sock"},
 		{"fd://4", "fd://4", "fd/4"},
+		{"systemd:http", "systemd:http", "systemd/http"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.in, func(t *testing.T) {
@@ -317,18 +324,12 @@ func TestListenUnixKeepsRegularFile(t *testing.T) {
 }
 
 func TestListenFD(t *testing.T) {
-	orig, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := orig.(*net.TCPListener).File() // a dup, as a parent would pass
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := orig.Addr().String()
-	orig.Close()
+	// Not orig.File() itself: Listen closes the number, and the *os.File's
+	// finalizer would close it again later, by then maybe another test's
+	// socket.
+	fd, addr := inheritedFD(t)
 
-	s, err := Parse("fd://" + strconv.Itoa(int(f.Fd())))
+	s, err := Parse("fd://" + strconv.Itoa(fd))
 	if err != nil {
 		t.Fatal(err)
 	}

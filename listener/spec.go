@@ -15,6 +15,9 @@ const (
 	TCP  = "tcp"
 	Unix = "unix"
 	FD   = "fd"
+	// Systemd names a socket systemd passed through socket activation, by
+	// its FileDescriptorName= (LISTEN_FDNAMES); see Activated.
+	Systemd = "systemd"
 )
 
 // DefaultPort is the port of a bind that names only a host (bind =
@@ -35,12 +38,12 @@ var ErrBadSpec = errors.New("bad bind address")
 // Spec is one normalised bind address. Two binds that name the same socket
 // have equal Specs (and Keys), however they were spelled.
 type Spec struct {
-	// Network is TCP, Unix or FD.
+	// Network is TCP, Unix, FD or Systemd.
 	Network string
 	// Addr is the normalised address: host:port for TCP ("127.0.0.1:8080",
 	// "[::1]:8080", ":8080" for every interface), the cleaned socket path
 	// for Unix ("@name" for a Linux abstract socket), the descriptor number
-	// for FD.
+	// for FD, the FileDescriptorName= for Systemd.
 	Addr string
 }
 
@@ -55,13 +58,17 @@ func (s Spec) String() string {
 		return "unix:" + s.Addr
 	case FD:
 		return "fd://" + s.Addr
+	case Systemd:
+		return "systemd:" + s.Addr
 	}
 	return s.Addr
 }
 
 // Parse parses one bind spec: host:port, [v6]:port, :port (every
 // interface), a bare host (port DefaultPort), tcp://host:port,
-// unix:/path (also unix:///path and unix:@abstract), or fd://N.
+// unix:/path (also unix:///path and unix:@abstract), fd://N, or
+// systemd:NAME (the socket-activated descriptor systemd named NAME in
+// LISTEN_FDNAMES, i.e. the socket unit's FileDescriptorName=).
 // localhost means 127.0.0.1, the one address Go's net.Listen would pick for
 // it, so the two spellings cannot open the same port twice.
 func Parse(bind string) (Spec, error) {
@@ -73,6 +80,8 @@ func Parse(bind string) (Spec, error) {
 		return parseUnix(bind)
 	case strings.HasPrefix(bind, "fd://"):
 		return parseFD(bind)
+	case strings.HasPrefix(bind, "systemd:"):
+		return parseSystemd(bind)
 	}
 	return parseTCP(bind, strings.TrimPrefix(bind, "tcp://"))
 }
@@ -154,6 +163,34 @@ func parseFD(bind string) (Spec, error) {
 		return Spec{}, badSpec(bind, "%q is not a file descriptor number", num)
 	}
 	return Spec{Network: FD, Addr: strconv.Itoa(n)}, nil
+}
+
+// parseSystemd accepts the names systemd accepts for FileDescriptorName=
+// (fdname_is_valid: at most 255 printable ASCII characters, no colon, since
+// LISTEN_FDNAMES is colon-separated), so a typo is reported at parse time
+// rather than as "no such socket" at start.
+func parseSystemd(bind string) (Spec, error) {
+	name := strings.TrimPrefix(bind, "systemd:")
+	if name == "" {
+		return Spec{}, badSpec(bind, "empty socket name (write systemd:NAME, NAME being the socket unit's FileDescriptorName=)")
+	}
+	if !validFDName(name) {
+		return Spec{}, badSpec(bind, "%q is not a systemd FileDescriptorName= (at most 255 printable ASCII characters, no colon or space)", name)
+	}
+	return Spec{Network: Systemd, Addr: name}, nil
+}
+
+func validFDName(name string) bool {
+	if name == "" || len(name) > 255 {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		// systemd also rejects space; it would split a bind list anyway.
+		if c := name[i]; c <= ' ' || c >= 0x7f || c == ':' {
+			return false
+		}
+	}
+	return true
 }
 
 func parseTCP(bind, addr string) (Spec, error) {
