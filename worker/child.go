@@ -217,6 +217,9 @@ func RunWorker(ctx context.Context, opts ChildOptions) int {
 	if err != nil {
 		return bootErr(err)
 	}
+	if lns, err = wrapTLS(lns, s); err != nil {
+		return bootErr(err)
+	}
 	if s.Umask >= 0 {
 		unix.Umask(s.Umask)
 	}

@@ -86,6 +86,9 @@ func Serve(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
+	if lns, err = wrapTLS(lns, s); err != nil {
+		return err
+	}
 	srv := newServer(ctx, p.Handler, s, mlog)
 	srv.start(lns)
 
@@ -129,6 +132,32 @@ func warnNotImplemented(s *Settings, log hclog.Logger) {
 	if s.ErrorLog != "" && s.ErrorLog != "-" {
 		log.Warn("errorlog to a file is not implemented yet; logging to stderr", "errorlog", s.ErrorLog)
 	}
+}
+
+// wrapTLS puts every listener behind TLS when certfile/keyfile are set; on
+// error it closes them all.
+func wrapTLS(lns []net.Listener, s *Settings) ([]net.Listener, error) {
+	if s.CertFile == "" && s.KeyFile == "" {
+		return lns, nil
+	}
+	fail := func(err error) ([]net.Listener, error) {
+		for _, ln := range lns {
+			ln.Close()
+		}
+		return nil, err
+	}
+	if s.CertFile == "" || s.KeyFile == "" {
+		return fail(errors.New("TLS needs both certfile and keyfile"))
+	}
+	cfg, err := listener.LoadTLS(s.CertFile, s.KeyFile)
+	if err != nil {
+		return fail(err)
+	}
+	out := make([]net.Listener, len(lns))
+	for i, ln := range lns {
+		out[i] = listener.WrapTLS(ln, cfg)
+	}
+	return out, nil
 }
 
 // openListeners opens every bind; on error it closes the ones it opened.

@@ -82,6 +82,10 @@ type Settings struct {
 	Backlog int
 	// ReusePort sets SO_REUSEPORT on tcp listeners.
 	ReusePort bool
+	// CertFile and KeyFile turn on TLS on every listener (HTTP/2 offered
+	// through ALPN); both or neither.
+	CertFile string
+	KeyFile  string
 	// Pidfile is written with the serving process's pid; "" writes none.
 	Pidfile string
 	// MaxRequests retires a worker after this many requests (plus a random
@@ -231,6 +235,10 @@ var table = func() []Setting {
 		setting("backlog", strconv.Itoa(DefaultBacklog), "listen queue length (`N`; the kernel caps it at net.core.somaxconn)",
 			intIn(1, 1<<20, func(s *Settings, n int) { s.Backlog = n })),
 		reusePort,
+		setting("certfile", "", "serve TLS (HTTP/2 and HTTP/1.1) with the certificate chain in `FILE` (PEM; needs keyfile)",
+			func(s *Settings, v string) error { s.CertFile = strings.TrimSpace(v); return nil }),
+		setting("keyfile", "", "the private key (PEM) of certfile, in `FILE`",
+			func(s *Settings, v string) error { s.KeyFile = strings.TrimSpace(v); return nil }),
 		setting("pidfile", "", "write the server's pid to `FILE`",
 			func(s *Settings, v string) error { s.Pidfile = strings.TrimSpace(v); return nil }),
 		setting("max_requests", "0", "retire a worker after `N` requests; 0 never",
@@ -274,8 +282,6 @@ func parseUmask(s *Settings, v string) error {
 // the others are warned about and ignored.
 var (
 	refused = map[string]string{
-		"certfile":       "TLS is not implemented yet; refusing to serve plain HTTP instead",
-		"keyfile":        "TLS is not implemented yet; refusing to serve plain HTTP instead",
 		"proxy_protocol": "the PROXY protocol is not implemented yet; every request would be misread",
 	}
 	notYet = []string{"control_socket", "access_log_format", "forwarded_allow_ips"}
