@@ -3,12 +3,16 @@ package main
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"slices"
 	"strings"
+	"sync"
+	"time"
 
 	"context"
 
+	"github.com/cloudflare/tableflip"
 	"github.com/hashicorp/go-hclog"
 	"github.com/urfave/cli/v2"
 
@@ -92,6 +96,9 @@ func serveAction(c *cli.Context) error {
 	if err != nil {
 		return cli.Exit(err.Error(), settingsExitCode(err))
 	}
+	if _, err := worker.ApplyActivation(settings); err != nil {
+		return cli.Exit("paddock serve: "+err.Error(), exitFailed)
+	}
 
 	log := hclog.New(&hclog.LoggerOptions{
 		Level:      settings.LogLevel,
@@ -104,12 +111,17 @@ func serveAction(c *cli.Context) error {
 		if settings.User != "" || settings.Group != "" {
 			return cli.Exit("paddock serve: user and group need workers >= 1 (the master keeps its own user)", exitFailed)
 		}
+		upg := &lazyUpgrader{log: log}
+		defer upg.Stop()
 		err = worker.Serve(c.Context, worker.Options{
-			ConfigPath: path,
-			AppName:    c.String("name"),
-			Settings:   settings,
-			Logger:     log,
-			Registry:   pipeline.NewDefaultRegistry(),
+			ConfigPath:    path,
+			AppName:       c.String("name"),
+			Settings:      settings,
+			Logger:        log,
+			Registry:      pipeline.NewDefaultRegistry(),
+			Opener:        upg,
+			OnReady:       func([]net.Addr) { upg.Ready() },
+			StopListening: upg.Stop,
 		})
 	} else {
 		err = runArbiter(c.Context, c, path, settings, log)
@@ -138,16 +150,20 @@ func runArbiter(ctx context.Context, c *cli.Context, path string, settings *work
 	flags := commandLineSettings(c)
 	serverName := c.String("server")
 	appName := c.String("name")
+	upg := &lazyUpgrader{log: log}
+	defer upg.Stop()
 	arb, err := worker.NewArbiter(worker.ArbiterOptions{
-		ConfigPath: path,
-		AppName:    appName,
-		ServerName: serverName,
-		Settings:   settings,
-		Logger:     log,
-		LogJSON:    c.String("log-format") == "json",
-		Registry:   pipeline.NewDefaultRegistry(),
-		Opener:     listenerOpener(),
-		Stderr:     c.App.ErrWriter,
+		ConfigPath:    path,
+		AppName:       appName,
+		ServerName:    serverName,
+		Settings:      settings,
+		Logger:        log,
+		LogJSON:       c.String("log-format") == "json",
+		Registry:      pipeline.NewDefaultRegistry(),
+		Opener:        upg,
+		OnReady:       func([]net.Addr) { upg.Ready() },
+		StopListening: upg.Stop,
+		Stderr:        c.App.ErrWriter,
 		Reload: func() (*worker.Settings, error) {
 			server, _, err := worker.LoadServer(path, serverName, nil)
 			if err != nil {
@@ -155,6 +171,9 @@ func runArbiter(ctx context.Context, c *cli.Context, path string, settings *work
 			}
 			ns, _, err := worker.Resolve(worker.Input{Flags: flags, Server: server})
 			if err != nil {
+				return nil, err
+			}
+			if _, err := worker.ApplyActivation(ns); err != nil {
 				return nil, err
 			}
 			p, err := pipeline.Load(pipeline.LoadOptions{Path: path, Name: appName, Kind: pipeline.ObjectApp})
@@ -171,9 +190,63 @@ func runArbiter(ctx context.Context, c *cli.Context, path string, settings *work
 	return arb.Run(ctx)
 }
 
-// listenerOpener is where the master's sockets come from: nil opens them
-// directly. The binary-upgrade work returns its *tableflip.Fds here.
-func listenerOpener() listener.Opener { return nil }
+// lazyUpgrader is the process's tableflip upgrader, created when the first
+// socket is opened (after the config validated): every listening socket is
+// created through its Fds, so the binary-upgrade path can hand them to a
+// new binary. tableflip allows one upgrader per process.
+type lazyUpgrader struct {
+	log hclog.Logger
+
+	mu  sync.Mutex
+	upg *tableflip.Upgrader
+}
+
+var _ listener.Opener = (*lazyUpgrader)(nil)
+
+// ListenWithCallback creates or inherits a socket through tableflip.
+func (l *lazyUpgrader) ListenWithCallback(network, addr string, callback func(network, addr string) (net.Listener, error)) (net.Listener, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.upg == nil {
+		upg, err := tableflip.New(tableflip.Options{})
+		if err != nil {
+			return nil, fmt.Errorf("paddock serve: %w", err)
+		}
+		l.upg = upg
+	}
+	return l.upg.Fds.ListenWithCallback(network, addr, callback)
+}
+
+// Ready tells tableflip the process serves; it closes inherited sockets
+// nobody claimed (PITFALLS E3).
+func (l *lazyUpgrader) Ready() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.upg == nil {
+		return
+	}
+	if err := l.upg.Ready(); err != nil {
+		l.log.Named(logname.Master).Warn("tableflip ready", "error", err)
+	}
+}
+
+// Stop is a real shutdown: tableflip closes its copies of the sockets and
+// unlinks unix socket files.
+func (l *lazyUpgrader) Stop() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.upg == nil {
+		return
+	}
+	l.upg.Stop()
+	// tableflip closes and unlinks in its own goroutine; wait for it, so
+	// the socket files are gone when the process exits.
+	select {
+	case <-l.upg.Exit():
+	case <-time.After(2 * time.Second):
+		l.log.Named(logname.Master).Warn("tableflip did not stop within 2s")
+	}
+}
 
 // workerCommand is the hidden subcommand a master re-executes itself with
 // to start a worker; everything it needs comes from the environment

@@ -91,6 +91,8 @@ body = over tls
 			body, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
 			if resp.StatusCode != 200 || string(body) != "over tls" || resp.ProtoMajor != 2 {
+				cmd.Process.Kill()
+				cmd.Wait()
 				t.Fatalf("got %s %d %q, want HTTP/2 200 \"over tls\"\n%s", resp.Proto, resp.StatusCode, body, stderr)
 			}
 			// Plain HTTP on the TLS port is not served as plain HTTP.

@@ -78,6 +78,11 @@ type ArbiterOptions struct {
 	// OnReady, if set, is called once, when the first worker is ready,
 	// with the listeners' addresses.
 	OnReady func(addrs []net.Addr)
+	// StopListening, if set, is called once when a stop begins, right
+	// after the master closed its listeners: whoever else holds the
+	// sockets (tableflip keeps a copy for upgrades) must let go too, or
+	// new connections would queue where nobody accepts them.
+	StopListening func()
 	// Signals delivers the process's signals; nil means Run subscribes
 	// to gunicorn's master table itself.
 	Signals <-chan os.Signal
@@ -94,9 +99,11 @@ type ArbiterOptions struct {
 // requests.
 type Arbiter struct {
 	opts ArbiterOptions
-	log  hclog.Logger
-	reqC chan request
-	done chan struct{} // closed when Run returns
+
+	stoppedListening bool // StopListening was called (Run's goroutine only)
+	log              hclog.Logger
+	reqC             chan request
+	done             chan struct{} // closed when Run returns
 
 	// Owned by the Run goroutine.
 	settings   *Settings
@@ -469,6 +476,10 @@ func (a *Arbiter) stopAll(mode arbiterMode) {
 		if err := a.set.Close(); err != nil {
 			a.log.Warn("close listeners", "error", err)
 		}
+	}
+	if a.opts.StopListening != nil && !a.stoppedListening {
+		a.stoppedListening = true
+		a.opts.StopListening()
 	}
 	now := a.opts.now()
 	for _, w := range a.sorted() {

@@ -44,6 +44,12 @@ type Options struct {
 	// OnReady, if set, is called once every listener accepts, with their
 	// addresses (the real port of a :0 bind).
 	OnReady func(addrs []net.Addr)
+	// Opener creates the sockets (tableflip's Fds, so an upgrade can
+	// inherit them); nil opens them directly.
+	Opener listener.Opener
+	// StopListening, if set, is called when a stop begins, so other
+	// holders of the sockets (tableflip) close theirs too.
+	StopListening func()
 }
 
 // Serve loads the app once, opens every bind, serves until a stop request,
@@ -82,7 +88,7 @@ func Serve(ctx context.Context, opts Options) error {
 	defer p.Close()
 	LogWarnings(mlog, p.Warnings)
 
-	lns, err := openListeners(ctx, s, log.Named(logname.Listener))
+	lns, err := openListeners(ctx, s, opts.Opener, log.Named(logname.Listener))
 	if err != nil {
 		return err
 	}
@@ -110,6 +116,9 @@ func Serve(ctx context.Context, opts Options) error {
 	}
 	mlog.Info("ready", "pid", pid, "config", opts.ConfigPath, "app", appName, "listeners", len(lns))
 
+	if opts.StopListening != nil {
+		srv.onStop = opts.StopListening
+	}
 	serveErr := srv.run(ctx, stop, s.GracefulTimeout)
 	mlog.Info("stopped")
 	return serveErr
@@ -160,20 +169,16 @@ func wrapTLS(lns []net.Listener, s *Settings) ([]net.Listener, error) {
 	return out, nil
 }
 
-// openListeners opens every bind; on error it closes the ones it opened.
-func openListeners(ctx context.Context, s *Settings, log hclog.Logger) ([]net.Listener, error) {
-	opts := listener.Options{Backlog: s.Backlog, ReusePort: s.ReusePort}
-	lns := make([]net.Listener, 0, len(s.Bind))
-	for _, spec := range s.Bind {
-		ln, err := listener.Listen(ctx, spec, opts)
-		if err != nil {
-			for _, l := range lns {
-				l.Close()
-			}
-			return nil, fmt.Errorf("worker: open listeners: %w", err)
-		}
-		log.Info("listening", "addr", ln.Addr().String(), "network", spec.Network, "bind", spec.String())
-		lns = append(lns, ln)
+// openListeners opens every bind through opener (nil: directly); on error
+// it closes the ones it opened.
+func openListeners(ctx context.Context, s *Settings, opener listener.Opener, log hclog.Logger) ([]net.Listener, error) {
+	set, err := listener.Open(ctx, s.Bind, listener.Options{Backlog: s.Backlog, ReusePort: s.ReusePort}, opener)
+	if err != nil {
+		return nil, fmt.Errorf("worker: open listeners: %w", err)
+	}
+	lns := set.Listeners()
+	for i, spec := range set.Specs() {
+		log.Info("listening", "addr", lns[i].Addr().String(), "network", spec.Network, "bind", spec.String())
 	}
 	return lns, nil
 }
@@ -191,6 +196,7 @@ type server struct {
 	handler http.Handler
 	s       *Settings
 	baseCtx context.Context
+	onStop  func() // called when a stop begins (StopListening)
 }
 
 // newServer prepares serving h; ctx's values (not its cancellation) reach
@@ -251,6 +257,7 @@ func (srv *server) run(ctx context.Context, stop <-chan Stop, grace time.Duratio
 	for {
 		select {
 		case <-ctx.Done():
+			srv.stopListening()
 			srv.drain(ctx, stop, grace)
 			return nil
 		case st, ok := <-stop:
@@ -258,6 +265,7 @@ func (srv *server) run(ctx context.Context, stop <-chan Stop, grace time.Duratio
 				stop = nil // the relay ended with ctx; ctx.Done follows
 				continue
 			}
+			srv.stopListening()
 			if st == StopImmediate {
 				srv.log.Info("stopping immediately")
 				srv.close()
@@ -270,6 +278,13 @@ func (srv *server) run(ctx context.Context, stop <-chan Stop, grace time.Duratio
 			srv.close()
 			return fmt.Errorf("worker: %w", err)
 		}
+	}
+}
+
+func (srv *server) stopListening() {
+	if srv.onStop != nil {
+		srv.onStop()
+		srv.onStop = nil
 	}
 }
 

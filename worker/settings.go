@@ -534,3 +534,31 @@ func LoadServer(path, name string, reg *pipeline.Registry) (*pipeline.ServerSpec
 	}
 	return spec, p.Warnings, nil
 }
+
+// ApplyActivation reads systemd's socket activation (LISTEN_FDS) once and,
+// when no bind, host or port was set anywhere (flag, environment, file),
+// serves on the activated sockets instead of the default bind. It reports
+// whether it did. Reading it even when unused takes the descriptors out
+// of the environment and marks them close-on-exec, so workers never
+// inherit them by accident.
+func ApplyActivation(s *Settings) (bool, error) {
+	specs, err := listener.ActivatedSpecs()
+	if err != nil {
+		return false, fmt.Errorf("worker: systemd socket activation: %w", err)
+	}
+	if len(specs) == 0 {
+		return false, nil
+	}
+	for _, name := range []string{"bind", "host", "port"} {
+		if o, ok := s.Origins[name]; ok && o.Source != SourceDefault {
+			return false, nil
+		}
+	}
+	s.Bind = specs
+	texts := make([]string, len(specs))
+	for i, sp := range specs {
+		texts[i] = sp.String()
+	}
+	s.Origins["bind"] = Origin{Source: SourceEnv, Where: "LISTEN_FDS", Value: strings.Join(texts, " ")}
+	return true, nil
+}
