@@ -9,7 +9,9 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -177,5 +179,88 @@ func TestWorkersBootErrorExitCode(t *testing.T) {
 	got := run([]string{"paddock", "serve", "--workers", "2", "--bind", fmt.Sprintf("127.0.0.1:%d", freePort(t)), cfg}, &stdout, &stderr)
 	if got != exitFailed || !strings.Contains(stderr.String(), cfg+`:2: [app:main]: no factory registered for "egg:paddock#nope"`) {
 		t.Errorf("exit %d, stderr:\n%s", got, stderr.String())
+	}
+}
+
+// As root, user = nobody makes the workers run as nobody while the master
+// keeps root (it binds and supervises).
+func TestWorkersDropPrivileges(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to switch users")
+	}
+	nobody, err := user.Lookup("nobody")
+	if err != nil {
+		t.Skip("no user nobody on this machine")
+	}
+	port := freePort(t)
+	config := fmt.Sprintf("[server:main]\nuse = egg:paddock#http\nbind = 127.0.0.1:%d\nworkers = 1\nuser = nobody\ndebug_worker_header = true\n\n[app:main]\nuse = egg:paddock#hello\n", port)
+	// The worker is the same binary, started as nobody, and reads the
+	// config as nobody: make both reachable first (a real install has
+	// /usr/bin/paddock and /etc/paddock; the test's live in 0700 dirs).
+	bin, err := exec.LookPath("paddock")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	for _, d := range []string{filepath.Dir(filepath.Dir(bin)), filepath.Dir(bin), filepath.Dir(dir), dir} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := filepath.Join(dir, "paste.ini")
+	if err := os.WriteFile(cfg, []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("paddock", "serve", cfg)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+	})
+	var workerPID string
+	t.Cleanup(func() {
+		if t.Failed() {
+			cmd.Process.Kill()
+			cmd.Wait()
+			t.Logf("paddock stderr:\n%s", stderr.String())
+		}
+	})
+	waitFor(t, "a response from a worker", 10*time.Second, func() bool {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/", port))
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		workerPID = resp.Header.Get("X-Paddock-Worker")
+		return resp.StatusCode == 200 && workerPID != ""
+	})
+	uidOf := func(pid string) string {
+		data, err := os.ReadFile("/proc/" + pid + "/status")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			if strings.HasPrefix(line, "Uid:") {
+				return strings.Fields(line)[1] // real uid
+			}
+		}
+		t.Fatalf("no Uid line for pid %s", pid)
+		return ""
+	}
+	if got := uidOf(workerPID); got != nobody.Uid {
+		t.Errorf("worker %s runs as uid %s, want nobody (%s)", workerPID, got, nobody.Uid)
+	}
+	if got := uidOf(strconv.Itoa(cmd.Process.Pid)); got != "0" {
+		t.Errorf("master runs as uid %s, want 0", got)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("exit: %v\n%s", err, stderr.String())
 	}
 }
