@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -262,5 +263,23 @@ func TestWorkersDropPrivileges(t *testing.T) {
 	cmd.Process.Signal(syscall.SIGTERM)
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("exit: %v\n%s", err, stderr.String())
+	}
+}
+
+// A bind that cannot be opened fails the start with the address named.
+func TestServeBindInUse(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	for _, workers := range []string{"0", "2"} {
+		config := fmt.Sprintf("[server:main]\nuse = egg:paddock#http\nbind = %s\nworkers = %s\n\n[app:main]\nuse = egg:paddock#hello\n", ln.Addr(), workers)
+		cmd, stderr, _ := startPaddock(t, config)
+		err := cmd.Wait()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != exitFailed || !strings.Contains(stderr.String(), ln.Addr().String()+": listen tcp") || !strings.Contains(stderr.String(), "address already in use") {
+			t.Errorf("workers=%s: exit %v, stderr:\n%s", workers, err, stderr.String())
+		}
 	}
 }
