@@ -54,6 +54,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		Commands: []*cli.Command{
 			serveCommand(),
 			checkCommand(),
+			ctlCommand(),
 			workerCommand(),
 			{
 				Name:  "version",

@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/urfave/cli/v2"
 
+	"paddock/control"
 	"paddock/listener"
 	"paddock/logname"
 	"paddock/pipeline"
@@ -111,6 +112,10 @@ func serveAction(c *cli.Context) error {
 		if settings.User != "" || settings.Group != "" {
 			return cli.Exit("paddock serve: user and group need workers >= 1 (the master keeps its own user)", exitFailed)
 		}
+		if o := settings.Origins["control_socket"]; o.Source != worker.SourceDefault {
+			// The control API drives a master; in-process serving has none.
+			log.Named(logname.Master).Warn("control_socket needs workers >= 1; no control socket is served", "where", o.Where)
+		}
 		upg := &lazyUpgrader{log: log}
 		defer upg.Stop()
 		err = worker.Serve(c.Context, worker.Options{
@@ -150,9 +155,33 @@ func runArbiter(ctx context.Context, c *cli.Context, path string, settings *work
 	flags := commandLineSettings(c)
 	serverName := c.String("server")
 	appName := c.String("name")
+	sockPath, how, err := control.SocketPath(settings.ControlSocket, settings.Pidfile, os.LookupEnv)
+	if err != nil {
+		return fmt.Errorf("control socket: %w", err)
+	}
 	upg := &lazyUpgrader{log: log}
 	defer upg.Stop()
-	arb, err := worker.NewArbiter(worker.ArbiterOptions{
+	var (
+		arb     *worker.Arbiter
+		ctl     *control.Server
+		ctlDone chan error
+	)
+	// The control socket is created once the data sockets are (so
+	// through the same tableflip upgrader, which hands it to a new binary
+	// on upgrade) and before any worker starts. tableflip's Stop, when
+	// the master stops, unlinks it.
+	openControl := func() error {
+		ln, err := control.Listen(ctx, sockPath, upg)
+		if err != nil {
+			return fmt.Errorf("control socket %s (%s): %w", sockPath, how, err)
+		}
+		ctl = control.NewServer(control.ServerOptions{Controller: arb, Logger: log, Version: version})
+		ctlDone = make(chan error, 1)
+		go func() { ctlDone <- ctl.Serve(ln) }()
+		log.Named(logname.Control).Info("control socket", "path", sockPath, "from", how)
+		return nil
+	}
+	arb, err = worker.NewArbiter(worker.ArbiterOptions{
 		ConfigPath:    path,
 		AppName:       appName,
 		ServerName:    serverName,
@@ -163,6 +192,8 @@ func runArbiter(ctx context.Context, c *cli.Context, path string, settings *work
 		Opener:        upg,
 		OnReady:       func([]net.Addr) { upg.Ready() },
 		StopListening: upg.Stop,
+		OnListening:   openControl,
+		Version:       version,
 		Stderr:        c.App.ErrWriter,
 		Reload: func() (*worker.Settings, error) {
 			server, _, err := worker.LoadServer(path, serverName, nil)
@@ -187,7 +218,18 @@ func runArbiter(ctx context.Context, c *cli.Context, path string, settings *work
 	if err != nil {
 		return err
 	}
-	return arb.Run(ctx)
+	err = arb.Run(ctx)
+	if ctl != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		if serr := ctl.Shutdown(sctx); serr != nil {
+			log.Named(logname.Control).Warn("control socket shutdown", "error", serr)
+		}
+		cancel()
+		if serr := <-ctlDone; serr != nil {
+			log.Named(logname.Control).Warn("control socket", "error", serr)
+		}
+	}
+	return err
 }
 
 // lazyUpgrader is the process's tableflip upgrader, created when the first

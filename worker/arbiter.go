@@ -16,6 +16,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"paddock/control"
 	"paddock/listener"
 	"paddock/logname"
 	"paddock/pipeline"
@@ -86,6 +87,13 @@ type ArbiterOptions struct {
 	// Signals delivers the process's signals; nil means Run subscribes
 	// to gunicorn's master table itself.
 	Signals <-chan os.Signal
+	// OnListening, if set, is called once the listeners are open and the
+	// pidfile written, before any worker starts: the control socket is
+	// created there (after the data sockets, through the same opener). An
+	// error stops Run before any worker starts.
+	OnListening func() error
+	// Version is the binary's version, shown in Status.
+	Version string
 
 	// spawn replaces process creation in tests.
 	spawn spawner
@@ -119,6 +127,15 @@ type Arbiter struct {
 	bootErr    error
 	readyOnce  bool
 	eventsDone chan struct{}
+	started    time.Time
+	stopGrace  time.Duration // a Stop's own grace (0: graceful_timeout)
+	// The running config: the file's bytes and sha256 and its canonical
+	// graph, as loaded at start or by the last good reload.
+	configData []byte
+	configSum  string
+	configGrph []byte
+	lastReload *control.ReloadOutcome
+	waiters    []*rollWaiter // Reload calls waiting for their roll
 }
 
 type arbiterMode int
@@ -237,6 +254,7 @@ func (a *Arbiter) Run(ctx context.Context) error {
 		}
 		LogWarnings(a.log, p.Warnings)
 		p.Close()
+		a.recordConfig(a.readConfig())
 
 		set, err := listener.Open(ctx, s.Bind, listener.Options{Backlog: s.Backlog, ReusePort: s.ReusePort}, a.opts.Opener)
 		if err != nil {
@@ -270,6 +288,12 @@ func (a *Arbiter) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	if a.opts.OnListening != nil {
+		if err := a.opts.OnListening(); err != nil {
+			return err
+		}
+	}
+	a.started = a.opts.now()
 	a.log.Info("master started", "pid", pid, "config", a.opts.ConfigPath, "workers", a.target)
 	err = a.loop(ctx, sigC)
 	a.log.Info("stopped")
@@ -307,9 +331,10 @@ func (a *Arbiter) loop(ctx context.Context, sigC <-chan os.Signal) error {
 		case <-ctxDone:
 			ctxDone = nil
 			a.log.Info("context done; stopping gracefully")
-			a.stopAll(modeGraceful)
+			a.stop(true, 0)
 		}
 		a.manage()
+		a.notifyWaiters()
 	}
 }
 
@@ -392,74 +417,31 @@ func (a *Arbiter) handleSignal(sig os.Signal) {
 	switch sig {
 	case syscall.SIGPIPE:
 		return
+	// Each signal runs the same function as its control endpoint
+	// (control.go): TERM ≡ Stop graceful, INT/QUIT ≡ Stop immediate,
+	// TTIN ≡ AddWorkers(1), TTOU ≡ RemoveWorkers(1), HUP ≡ Reload,
+	// USR1 ≡ ReopenLogs.
 	case syscall.SIGTERM:
 		a.log.Info("signal received", "signal", name, "stop", StopGraceful.String())
-		if a.mode == modeRunning {
-			a.stopAll(modeGraceful)
-		}
+		a.stop(true, 0)
 	case syscall.SIGINT, syscall.SIGQUIT:
 		a.log.Info("signal received", "signal", name, "stop", StopImmediate.String())
-		if a.mode != modeImmediate {
-			a.stopAll(modeImmediate)
-		}
+		a.stop(false, 0)
 	case syscall.SIGTTIN:
-		a.setTarget(a.target+1, "signal TTIN")
+		_, _, _ = a.changeTarget(1, "signal TTIN")
 	case syscall.SIGTTOU:
-		a.setTarget(max(1, a.target-1), "signal TTOU")
+		_, _, _ = a.changeTarget(-1, "signal TTOU")
 	case syscall.SIGHUP:
 		a.log.Info("signal received", "signal", name, "action", "reload")
-		a.reload()
+		_, _ = a.reload("signal HUP")
 	case syscall.SIGUSR1:
 		a.log.Info("signal received", "signal", name, "action", "reopen logs")
-		for _, w := range a.workers {
-			if err := w.proc.Send(Message{Type: MsgReopenLogs}); err != nil {
-				w.log.Debug("cannot send reopen_logs", "error", err)
-			}
-		}
+		a.reopenLogs()
 	case syscall.SIGWINCH:
 		a.log.Info("signal received; ignored (not daemonised)", "signal", name)
 	default:
 		a.log.Warn("signal not supported yet; ignored", "signal", name)
 	}
-}
-
-func (a *Arbiter) setTarget(n int, why string) (previous int) {
-	previous = a.target
-	if a.mode != modeRunning {
-		return previous
-	}
-	a.target = n
-	a.log.Info("worker count changed", "previous", previous, "target", n, "by", why)
-	return previous
-}
-
-// reload re-reads the config (HUP) and rolls the workers onto a new
-// generation, one at a time. A broken config changes nothing.
-func (a *Arbiter) reload() {
-	if a.mode != modeRunning {
-		return
-	}
-	ns := a.settings
-	if a.opts.Reload != nil {
-		var err error
-		ns, err = a.opts.Reload()
-		if err != nil {
-			a.log.Error("reload failed; keeping the running workers", "error", err)
-			return
-		}
-		if !slices.Equal(ns.Bind, a.settings.Bind) {
-			a.log.Warn("bind changed; new sockets need a restart, keeping the current ones")
-			ns.Bind = a.settings.Bind
-		}
-		if ns.Workers < 1 {
-			a.log.Warn("workers = 0 needs a restart; keeping worker processes", "workers", 1)
-			ns.Workers = 1
-		}
-		a.target = ns.Workers
-	}
-	a.settings = ns
-	a.generation++
-	a.log.Info("reloading: rolling workers", "generation", a.generation, "workers", a.target)
 }
 
 // stopAll stops every worker, gracefully (drain within graceful_timeout)
@@ -505,7 +487,11 @@ func (a *Arbiter) stopAll(mode arbiterMode) {
 func (a *Arbiter) drain(w *wproc, reason string) {
 	w.state = stateDraining
 	w.reason = reason
-	w.deadline = a.opts.now().Add(a.settings.GracefulTimeout + drainMargin)
+	grace := a.settings.GracefulTimeout
+	if a.mode == modeGraceful && a.stopGrace > 0 {
+		grace = a.stopGrace
+	}
+	w.deadline = a.opts.now().Add(grace + drainMargin)
 	w.log.Info("stopping worker gracefully", "reason", reason)
 	if err := w.proc.Send(Message{Type: MsgStop, Mode: StopGraceful.String()}); err != nil {
 		_ = w.proc.Signal(syscall.SIGTERM)
@@ -646,41 +632,6 @@ func (a *Arbiter) spawnOne() bool {
 	return true
 }
 
-// Status is a snapshot of the arbiter.
-type Status struct {
-	Pid        int            `json:"pid"`
-	State      string         `json:"state"`
-	Generation int            `json:"generation"`
-	Target     int            `json:"target"`
-	Workers    []WorkerStatus `json:"workers"`
-}
-
-// WorkerStatus is one worker in a Status.
-type WorkerStatus struct {
-	ID            int       `json:"id"`
-	Pid           int       `json:"pid"`
-	Generation    int       `json:"generation"`
-	State         string    `json:"state"`
-	StartedAt     time.Time `json:"started_at"`
-	Requests      uint64    `json:"requests"`
-	InFlight      int64     `json:"in_flight"`
-	LastHeartbeat float64   `json:"last_heartbeat_s"`
-}
-
-func (a *Arbiter) status() Status {
-	now := a.opts.now()
-	st := Status{Pid: os.Getpid(), State: a.mode.String(), Generation: a.generation, Target: a.target, Workers: []WorkerStatus{}}
-	for _, w := range a.sorted() {
-		state := w.state.String()
-		if w.retiring && w.state != stateDraining {
-			state = "retiring"
-		}
-		st.Workers = append(st.Workers, WorkerStatus{ID: w.id, Pid: w.proc.Pid(), Generation: w.generation, State: state,
-			StartedAt: w.started, Requests: w.requests, InFlight: w.inFlight, LastHeartbeat: now.Sub(w.lastBeat).Seconds()})
-	}
-	return st
-}
-
 // ErrNotRunning is returned by requests to an arbiter whose Run has
 // returned (or not started).
 var ErrNotRunning = errors.New("worker: arbiter is not running")
@@ -696,65 +647,6 @@ func (a *Arbiter) do(ctx context.Context, fn func() any) (any, error) {
 		return nil, context.Cause(ctx)
 	}
 	return <-r.reply, nil
-}
-
-// Status returns a snapshot of the master and its workers.
-func (a *Arbiter) Status(ctx context.Context) (Status, error) {
-	v, err := a.do(ctx, func() any { return a.status() })
-	if err != nil {
-		return Status{}, err
-	}
-	return v.(Status), nil
-}
-
-// SetTarget sets the number of workers (at least 1) and returns the
-// previous target.
-func (a *Arbiter) SetTarget(ctx context.Context, n int) (int, error) {
-	if n < 1 {
-		return 0, fmt.Errorf("worker: target %d: need at least 1 worker", n)
-	}
-	v, err := a.do(ctx, func() any { p := a.setTarget(n, "request"); a.manage(); return p })
-	if err != nil {
-		return 0, err
-	}
-	return v.(int), nil
-}
-
-// AddWorkers raises the target by n; RemoveWorkers lowers it (the oldest
-// go first, gracefully; never below 1). Both return the previous target
-// and the new one.
-func (a *Arbiter) AddWorkers(ctx context.Context, n int) (previous, target int, err error) {
-	return a.changeBy(ctx, n)
-}
-
-// RemoveWorkers: see AddWorkers.
-func (a *Arbiter) RemoveWorkers(ctx context.Context, n int) (previous, target int, err error) {
-	return a.changeBy(ctx, -n)
-}
-
-func (a *Arbiter) changeBy(ctx context.Context, n int) (int, int, error) {
-	v, err := a.do(ctx, func() any {
-		p := a.setTarget(max(1, a.target+n), "request")
-		a.manage()
-		return [2]int{p, a.target}
-	})
-	if err != nil {
-		return 0, 0, err
-	}
-	r := v.([2]int)
-	return r[0], r[1], nil
-}
-
-// Stop stops the master: gracefully (workers drain within
-// graceful_timeout) or immediately. It returns once the stop has begun;
-// Run returns when it is over.
-func (a *Arbiter) Stop(ctx context.Context, graceful bool) error {
-	mode := modeImmediate
-	if graceful {
-		mode = modeGraceful
-	}
-	_, err := a.do(ctx, func() any { a.stopAll(mode); return nil })
-	return err
 }
 
 // Done is closed when Run has returned.

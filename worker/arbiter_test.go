@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"paddock/control"
 )
 
 // fakeSpawner starts fakeProcs: the test plays the workers by sending
@@ -86,19 +88,25 @@ type harness struct {
 
 func startArbiter(t *testing.T, mutate func(*Settings)) *harness {
 	t.Helper()
+	return startArbiterWith(t, mutate, nil)
+}
+
+// startArbiterWith is startArbiter with a Reload hook.
+func startArbiterWith(t *testing.T, mutate func(*Settings), reload func() (*Settings, error)) *harness {
+	t.Helper()
 	s := &Settings{Workers: 2, Timeout: 30 * time.Second, GracefulTimeout: 5 * time.Second, Umask: -1}
 	if mutate != nil {
 		mutate(s)
 	}
 	h := &harness{t: t, sp: &fakeSpawner{spawned: make(chan *fakeProc, 32)}, sigs: make(chan os.Signal, 4), errc: make(chan error, 1)}
-	a, err := NewArbiter(ArbiterOptions{Settings: s, Signals: h.sigs, spawn: h.sp})
+	a, err := NewArbiter(ArbiterOptions{Settings: s, Signals: h.sigs, spawn: h.sp, Reload: reload, Version: "test"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	h.a = a
 	go func() { h.errc <- a.Run(t.Context()) }()
 	t.Cleanup(func() {
-		_ = a.Stop(context.Background(), false)
+		_ = a.Stop(context.Background(), false, 0)
 		<-a.Done()
 	})
 	return h
@@ -238,7 +246,7 @@ func TestArbiterSignals(t *testing.T) {
 	wantSent(t, p2, MsgReopenLogs)
 	wantSent(t, p3, MsgReopenLogs)
 	st, err := h.a.Status(t.Context())
-	if err != nil || st.Target != 2 {
+	if err != nil || st.Workers.Target != 2 {
 		t.Fatalf("status %+v, %v", st, err)
 	}
 	// HUP rolls one at a time: one new worker, then the oldest drains.
@@ -279,7 +287,7 @@ func TestArbiterRequests(t *testing.T) {
 	if _, target, _ := h.a.RemoveWorkers(t.Context(), 5); target != 1 {
 		t.Errorf("RemoveWorkers floor: target %d", target)
 	}
-	if _, err := h.a.SetTarget(t.Context(), 0); err == nil {
+	if _, _, err := h.a.SetTarget(t.Context(), 0); !errors.Is(err, control.ErrBadRequest) {
 		t.Error("SetTarget(0) accepted")
 	}
 }

@@ -56,7 +56,7 @@
 // Supervision: one goroutine (Arbiter.Run) owns every worker record and
 // selects over child events (one wait goroutine and one reader goroutine
 // per worker send them), signals, a 100 ms tick and requests
-// (AddWorkers, RemoveWorkers, SetTarget, Status, Stop: for the control
+// (the control.Controller methods in control.go, for the control
 // socket). Worker states: booting → ready → draining → exited. A worker
 // that dies is replaced at once; one silent for timeout (heartbeats) is
 // SIGKILLed and replaced; one past max_requests (+ jitter) asks to

@@ -88,6 +88,10 @@ type Settings struct {
 	KeyFile  string
 	// Pidfile is written with the serving process's pid; "" writes none.
 	Pidfile string
+	// ControlSocket is the control socket's path as set (flag, env or
+	// file); "" lets control.SocketPath pick the default
+	// ($RUNTIME_DIRECTORY, $XDG_RUNTIME_DIR, next to the pidfile).
+	ControlSocket string
 	// MaxRequests retires a worker after this many requests (plus a random
 	// 0..MaxRequestsJitter picked per worker); 0 never does.
 	MaxRequests       int
@@ -210,6 +214,12 @@ var table = func() []Setting {
 			return err
 		})
 	debugHeader.Bool = true
+	// --ctl-socket is the spelling SPEC §2.3 gives (ctl's own flag is
+	// --socket); --control-socket is the name with - for _.
+	controlSocket := setting("control_socket", "", "serve the control socket (paddock ctl) at `PATH`; default $RUNTIME_DIRECTORY/ctl.sock, else $XDG_RUNTIME_DIR/paddock/ctl.sock, else next to the pidfile",
+		func(s *Settings, v string) error { s.ControlSocket = strings.TrimSpace(v); return nil })
+	controlSocket.Flags = []string{"ctl-socket", "control-socket"}
+	controlSocket.Envs = []string{"PADDOCK_CTL_SOCKET", "PADDOCK_CONTROL_SOCKET"}
 	return []Setting{
 		bind,
 		setting("host", listener.PasteHost, "Paste-style `HOST` to serve on when bind is not set", nil),
@@ -241,6 +251,7 @@ var table = func() []Setting {
 			func(s *Settings, v string) error { s.KeyFile = strings.TrimSpace(v); return nil }),
 		setting("pidfile", "", "write the server's pid to `FILE`",
 			func(s *Settings, v string) error { s.Pidfile = strings.TrimSpace(v); return nil }),
+		controlSocket,
 		setting("max_requests", "0", "retire a worker after `N` requests; 0 never",
 			intIn(0, 1<<30, func(s *Settings, n int) { s.MaxRequests = n })),
 		setting("max_requests_jitter", "0", "add a random 0..`N` to max_requests per worker",
@@ -284,7 +295,7 @@ var (
 	refused = map[string]string{
 		"proxy_protocol": "the PROXY protocol is not implemented yet; every request would be misread",
 	}
-	notYet = []string{"control_socket", "access_log_format", "forwarded_allow_ips"}
+	notYet = []string{"access_log_format", "forwarded_allow_ips"}
 )
 
 // Known returns the settings Resolve reads from flags and the environment,

@@ -213,7 +213,7 @@ func TestResolveWarnings(t *testing.T) {
 	srv := loadServer(t, `[server:main]
 use = egg:paddock#http
 threads = 8
-control_socket = /run/x.sock
+access_log_format = combined
 host = 0.0.0.0
 bind = 127.0.0.1:9000
 proxy_protocol = false
@@ -235,7 +235,7 @@ use = egg:paddock#hello
 	got := strings.Join(lines, "\n")
 	for _, want := range []string{
 		`paste.ini:3: [server:main]: unknown setting "threads"`,
-		`paste.ini:4: [server:main]: setting "control_socket" is not implemented yet`,
+		`paste.ini:4: [server:main]: setting "access_log_format" is not implemented yet`,
 		`paste.ini:5: [server:main]: host and port are ignored: bind is set`,
 	} {
 		if !strings.Contains(got, want) {

@@ -1,0 +1,632 @@
+package worker
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"paddock/control"
+	"paddock/pipeline"
+)
+
+// The Arbiter is what the control socket drives. Every endpoint runs the
+// same function, in the Run goroutine, as the signal that does the same
+// thing (TTIN ≡ AddWorkers(1), TTOU ≡ RemoveWorkers(1), HUP ≡ Reload,
+// USR1 ≡ ReopenLogs, TERM ≡ Stop graceful, INT/QUIT ≡ Stop immediate).
+var _ control.Controller = (*Arbiter)(nil)
+
+// maxWorkers bounds the target, like the workers setting.
+const maxWorkers = 1 << 16
+
+// errStopping is returned by requests that need a running master.
+var errStopping = fmt.Errorf("worker: the master is stopping: %w", control.ErrBusy)
+
+// rollWaiter is a Reload call waiting until generation gen is rolled out:
+// no live worker of an older generation, and target workers ready.
+type rollWaiter struct {
+	ctx  context.Context
+	gen  int
+	err  error
+	done chan struct{} // closed by the Run goroutine
+}
+
+// stop begins a stop (TERM, INT, QUIT, ctx done, Stop): graceful drains
+// within grace (0: graceful_timeout), immediate closes everything.
+func (a *Arbiter) stop(graceful bool, grace time.Duration) {
+	if graceful {
+		if a.mode == modeRunning {
+			a.stopGrace = grace
+		}
+		a.stopAll(modeGraceful)
+		return
+	}
+	a.stopAll(modeImmediate)
+}
+
+// changeTarget changes the worker count by delta (TTIN, TTOU,
+// AddWorkers, RemoveWorkers), never below 1; the oldest go first.
+func (a *Arbiter) changeTarget(delta int, why string) (previous, target int, err error) {
+	return a.setTarget(a.target+delta, why)
+}
+
+// setTarget sets the worker count (at least 1) and brings the workers to
+// it.
+func (a *Arbiter) setTarget(n int, why string) (previous, target int, err error) {
+	previous = a.target
+	if a.mode != modeRunning {
+		return previous, previous, errStopping
+	}
+	n = min(max(1, n), maxWorkers)
+	a.target = n
+	if n != previous {
+		a.log.Info("worker count changed", "previous", previous, "target", n, "by", why)
+	}
+	a.manage()
+	return previous, n, nil
+}
+
+// reopenLogs tells every worker to reopen its log files (USR1,
+// ReopenLogs). The master logs to stderr only, which needs no reopening.
+func (a *Arbiter) reopenLogs() {
+	for _, w := range a.sorted() {
+		if err := w.proc.Send(Message{Type: MsgReopenLogs}); err != nil {
+			w.log.Debug("cannot send reopen_logs", "error", err)
+		}
+	}
+}
+
+// reload re-reads the config (HUP, Reload) and, when it loads, rolls the
+// workers onto a new generation one at a time. A broken config changes
+// nothing: the error (a *control.ConfigError) is logged with file:line
+// and kept for Status.
+func (a *Arbiter) reload(why string) (control.ReloadResult, error) {
+	if a.mode != modeRunning {
+		return control.ReloadResult{}, errStopping
+	}
+	start := a.opts.now()
+	data, err := a.readConfig()
+	ns := a.settings
+	if err == nil && a.opts.Reload != nil {
+		ns, err = a.opts.Reload()
+	}
+	if err != nil {
+		a.lastReload = &control.ReloadOutcome{OK: false, At: start, Error: err.Error()}
+		a.log.Error("reload failed; keeping the running workers", "by", why, "error", err)
+		return control.ReloadResult{}, configError(err)
+	}
+	if ns != a.settings {
+		if !slices.Equal(ns.Bind, a.settings.Bind) {
+			a.log.Warn("bind changed; new sockets need a restart, keeping the current ones")
+			ns.Bind = a.settings.Bind
+		}
+		if ns.ControlSocket != a.settings.ControlSocket {
+			a.log.Warn("control_socket changed; a new control socket needs a restart, keeping the current one")
+			ns.ControlSocket = a.settings.ControlSocket
+		}
+		if ns.Workers < 1 {
+			a.log.Warn("workers = 0 needs a restart; keeping worker processes", "workers", 1)
+			ns.Workers = 1
+		}
+		a.target = ns.Workers
+	}
+	changed := changedSettings(a.settings, ns)
+	sum, graph := a.configSum, a.configGrph
+	a.settings = ns
+	a.recordConfig(data, nil)
+	if a.configSum != sum && (len(changed) == 0 || graph == nil || !bytes.Equal(graph, a.configGrph)) {
+		changed = append(changed, "pipeline")
+	}
+	a.generation++
+	a.lastReload = &control.ReloadOutcome{OK: true, At: start}
+	a.log.Info("reloading: rolling workers", "by", why, "generation", a.generation, "workers", a.target, "changed", strings.Join(changed, ","))
+	return control.ReloadResult{OK: true, Generation: a.generation, Changed: changed}, nil
+}
+
+// readConfig reads the config file ("" when the arbiter has none, in
+// tests).
+func (a *Arbiter) readConfig() ([]byte, error) {
+	if a.opts.ConfigPath == "" {
+		return nil, nil
+	}
+	data, err := os.ReadFile(a.opts.ConfigPath)
+	if err != nil {
+		return nil, fmt.Errorf("worker: read config: %w", err)
+	}
+	return data, nil
+}
+
+// recordConfig keeps the bytes of the config now running, their sha256
+// and the canonical graph (to tell a pipeline change from a settings one).
+func (a *Arbiter) recordConfig(data []byte, err error) {
+	if err != nil || a.opts.ConfigPath == "" {
+		return
+	}
+	a.configData = data
+	h := sha256.Sum256(data)
+	a.configSum = hex.EncodeToString(h[:])
+	if g, ok := pipeline.GraphJSON(a.opts.ConfigPath, a.opts.AppName, pipeline.ObjectApp); ok {
+		a.configGrph = g
+	} else {
+		a.configGrph = nil
+	}
+}
+
+// changedSettings names the settings whose value differs, sorted.
+func changedSettings(old, new *Settings) []string {
+	out := []string{}
+	if old == new {
+		return out
+	}
+	names := make(map[string]bool)
+	for k := range old.Origins {
+		names[k] = true
+	}
+	for k := range new.Origins {
+		names[k] = true
+	}
+	for _, k := range slices.Sorted(maps.Keys(names)) {
+		if old.Origins[k].Value != new.Origins[k].Value {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// configError turns a load error into the 422 the control socket
+// answers: one problem per pipeline error, located at file:line.
+func configError(err error) error {
+	ce := &control.ConfigError{}
+	var walk func(error)
+	walk = func(err error) {
+		var (
+			list pipeline.ErrorList
+			pe   *pipeline.Error
+		)
+		switch {
+		case errors.As(err, &list):
+			for _, e := range list {
+				walk(e)
+			}
+			return
+		case errors.As(err, &pe) && pe.Class != "":
+			ce.Problems = append(ce.Problems, problem(pe))
+			return
+		}
+		if j, ok := err.(interface{ Unwrap() []error }); ok {
+			for _, e := range j.Unwrap() {
+				walk(e)
+			}
+			return
+		}
+		if errors.As(err, &pe) {
+			ce.Problems = append(ce.Problems, problem(pe))
+			return
+		}
+		ce.Problems = append(ce.Problems, control.ConfigProblem{Message: err.Error()})
+	}
+	walk(err)
+	return ce
+}
+
+func problem(e *pipeline.Error) control.ConfigProblem {
+	msg := strings.TrimPrefix(e.Msg, "Error in file "+e.Pos.File+": ")
+	return control.ConfigProblem{File: e.Pos.File, Line: e.Pos.Line, Section: e.Section, Message: msg}
+}
+
+// rolled reports whether generation gen is rolled out.
+func (a *Arbiter) rolled(gen int) bool {
+	ready := 0
+	for _, w := range a.workers {
+		if w.state == stateDraining || w.killed {
+			continue
+		}
+		if w.generation < gen {
+			return false
+		}
+		if w.state == stateReady {
+			ready++
+		}
+	}
+	return ready >= a.target
+}
+
+// notifyWaiters wakes the Reload calls whose roll is done, or that gave
+// up, or that never will be (the master stops).
+func (a *Arbiter) notifyWaiters() {
+	keep := a.waiters[:0]
+	for _, w := range a.waiters {
+		switch {
+		case w.ctx.Err() != nil:
+			close(w.done)
+		case a.mode != modeRunning:
+			w.err = fmt.Errorf("worker: the master stopped before generation %d was ready: %w", w.gen, ErrNotRunning)
+			close(w.done)
+		case a.rolled(w.gen):
+			close(w.done)
+		default:
+			keep = append(keep, w)
+		}
+	}
+	clear(a.waiters[len(keep):])
+	a.waiters = keep
+}
+
+// reloading reports whether a Reload call still waits for its roll.
+func (a *Arbiter) reloading() bool {
+	for _, w := range a.waiters {
+		if w.ctx.Err() == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// Status is GET /v1/status.
+func (a *Arbiter) Status(ctx context.Context) (control.Status, error) {
+	v, err := a.do(ctx, func() any { return a.status() })
+	if err != nil {
+		return control.Status{}, err
+	}
+	return v.(control.Status), nil
+}
+
+func (a *Arbiter) status() control.Status {
+	state := a.mode.String()
+	if a.mode == modeRunning && !a.everReady {
+		state = "starting"
+	}
+	st := control.Status{
+		Pid:        os.Getpid(),
+		Version:    a.opts.Version,
+		State:      state,
+		UptimeS:    a.opts.now().Sub(a.started).Seconds(),
+		Generation: a.generation,
+		Config:     control.ConfigRef{Path: a.opts.ConfigPath, SHA256: a.configSum},
+		Workers:    control.WorkerCounts{Target: a.target},
+		Listeners:  a.listeners(),
+	}
+	if a.lastReload != nil {
+		r := *a.lastReload
+		st.LastReload = &r
+	}
+	for _, w := range a.workers {
+		switch w.state {
+		case stateReady:
+			st.Workers.Ready++
+		case stateBooting:
+			st.Workers.Booting++
+		case stateDraining:
+			st.Workers.Draining++
+		}
+	}
+	return st
+}
+
+// Workers is GET /v1/workers, oldest first.
+func (a *Arbiter) Workers(ctx context.Context) ([]control.Worker, error) {
+	v, err := a.do(ctx, func() any {
+		now := a.opts.now()
+		out := []control.Worker{}
+		for _, w := range a.sorted() {
+			state := w.state.String()
+			if w.retiring && w.state != stateDraining {
+				state = "retiring"
+			}
+			out = append(out, control.Worker{ID: w.id, Pid: w.proc.Pid(), Generation: w.generation, State: state,
+				StartedAt: w.started, Requests: w.requests, InFlight: w.inFlight, LastHeartbeatS: now.Sub(w.lastBeat).Seconds()})
+		}
+		return out
+	})
+	if err != nil {
+		return nil, err
+	}
+	ws := v.([]control.Worker)
+	for i := range ws { // outside the Run goroutine: /proc reads
+		ws[i].RSSBytes = rssBytes(ws[i].Pid)
+	}
+	return ws, nil
+}
+
+// rssBytes is VmRSS of pid from /proc/PID/status, 0 when unknown.
+func rssBytes(pid int) int64 {
+	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		rest, ok := strings.CutPrefix(sc.Text(), "VmRSS:")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(rest) // "12345 kB"
+		if len(f) == 0 {
+			return 0
+		}
+		n, err := strconv.ParseInt(f[0], 10, 64)
+		if err != nil {
+			return 0
+		}
+		if len(f) > 1 && strings.EqualFold(f[1], "kB") {
+			n *= 1024
+		}
+		return n
+	}
+	return 0
+}
+
+type targetReply struct {
+	previous, target int
+	err              error
+}
+
+func (a *Arbiter) targetRequest(ctx context.Context, fn func() (int, int, error)) (int, int, error) {
+	v, err := a.do(ctx, func() any { p, t, err := fn(); return targetReply{p, t, err} })
+	if err != nil {
+		return 0, 0, err
+	}
+	r := v.(targetReply)
+	return r.previous, r.target, r.err
+}
+
+// AddWorkers raises the target by n (TTIN does it by 1).
+func (a *Arbiter) AddWorkers(ctx context.Context, n int) (previous, target int, err error) {
+	if n < 1 || n > maxWorkers {
+		return 0, 0, fmt.Errorf("worker: add %d workers: want a count from 1 to %d: %w", n, maxWorkers, control.ErrBadRequest)
+	}
+	return a.targetRequest(ctx, func() (int, int, error) { return a.changeTarget(n, "request") })
+}
+
+// RemoveWorkers lowers the target by n, never below 1 (TTOU does it by
+// 1); the oldest workers go first, gracefully.
+func (a *Arbiter) RemoveWorkers(ctx context.Context, n int) (previous, target int, err error) {
+	if n < 1 || n > maxWorkers {
+		return 0, 0, fmt.Errorf("worker: remove %d workers: want a count from 1 to %d: %w", n, maxWorkers, control.ErrBadRequest)
+	}
+	return a.targetRequest(ctx, func() (int, int, error) { return a.changeTarget(-n, "request") })
+}
+
+// SetTarget sets the number of workers (1 or more).
+func (a *Arbiter) SetTarget(ctx context.Context, n int) (previous, target int, err error) {
+	if n < 1 || n > maxWorkers {
+		return 0, 0, fmt.Errorf("worker: set %d workers: want a count from 1 to %d: %w", n, maxWorkers, control.ErrBadRequest)
+	}
+	return a.targetRequest(ctx, func() (int, int, error) { return a.setTarget(n, "request") })
+}
+
+// KillWorker stops the worker with pid, gracefully or with SIGKILL; the
+// master replaces it at once.
+func (a *Arbiter) KillWorker(ctx context.Context, pid int, force bool) error {
+	v, err := a.do(ctx, func() any {
+		w := a.workers[pid]
+		if w == nil {
+			return fmt.Errorf("worker: pid %d: %w", pid, control.ErrNoSuchWorker)
+		}
+		if force {
+			a.kill(w, "killed by request")
+		} else if w.state != stateDraining {
+			a.drain(w, "stopped by request")
+		}
+		a.manage()
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if v != nil {
+		return v.(error)
+	}
+	return nil
+}
+
+type reloadReply struct {
+	res control.ReloadResult
+	err error
+}
+
+// Reload is HUP: it re-reads the config and, when it loads, rolls the
+// workers and returns once the new generation is ready (or ctx is done).
+// A broken config is a *control.ConfigError and changes nothing; a
+// reload already waiting for its roll is control.ErrBusy.
+func (a *Arbiter) Reload(ctx context.Context) (control.ReloadResult, error) {
+	start := time.Now()
+	w := &rollWaiter{ctx: ctx, done: make(chan struct{})}
+	v, err := a.do(ctx, func() any {
+		if a.reloading() {
+			return reloadReply{err: fmt.Errorf("worker: reload: the previous one is still rolling out: %w", control.ErrBusy)}
+		}
+		res, err := a.reload("request")
+		if err == nil {
+			w.gen = res.Generation
+			a.waiters = append(a.waiters, w)
+		}
+		return reloadReply{res, err}
+	})
+	if err != nil {
+		return control.ReloadResult{}, err
+	}
+	r := v.(reloadReply)
+	if r.err != nil {
+		return control.ReloadResult{}, r.err
+	}
+	select {
+	case <-w.done:
+	case <-ctx.Done():
+	case <-a.done:
+		return control.ReloadResult{}, fmt.Errorf("worker: reload: %w", ErrNotRunning)
+	}
+	if w.err != nil {
+		return control.ReloadResult{}, w.err
+	}
+	if err := ctx.Err(); err != nil {
+		return control.ReloadResult{}, fmt.Errorf("worker: reload: generation %d validated but not ready yet: %w", r.res.Generation, context.Cause(ctx))
+	}
+	r.res.DurationS = time.Since(start).Seconds()
+	return r.res, nil
+}
+
+// CheckConfig validates the config at path ("" is the running one)
+// without applying it: the pipeline (every problem, not only the first)
+// and the [server] settings as the file sets them.
+func (a *Arbiter) CheckConfig(ctx context.Context, path string) (control.CheckResult, error) {
+	if path == "" {
+		path = a.opts.ConfigPath
+	}
+	if err := ctx.Err(); err != nil {
+		return control.CheckResult{}, err
+	}
+	p, err := pipeline.Check(pipeline.LoadOptions{Path: path, Name: a.opts.AppName, Kind: pipeline.ObjectApp, Registry: a.opts.Registry})
+	var problems *control.ConfigError
+	if err != nil {
+		problems = configError(err).(*control.ConfigError)
+	}
+	res := control.CheckResult{OK: true, Path: path, Warnings: []control.ConfigProblem{}}
+	if p != nil {
+		for _, w := range p.Warnings {
+			res.Warnings = append(res.Warnings, problem(w))
+		}
+	}
+	if problems == nil || !unreadable(err) {
+		srv, warns, serr := LoadServer(path, a.opts.ServerName, a.opts.Registry)
+		if serr == nil {
+			var w2 []*pipeline.Error
+			_, w2, serr = Resolve(Input{Server: srv})
+			warns = append(warns, w2...)
+		}
+		for _, w := range warns {
+			res.Warnings = append(res.Warnings, problem(w))
+		}
+		if serr != nil {
+			sp := configError(serr).(*control.ConfigError)
+			if problems == nil {
+				problems = sp
+			} else {
+				for _, q := range sp.Problems {
+					if !slices.Contains(problems.Problems, q) {
+						problems.Problems = append(problems.Problems, q)
+					}
+				}
+			}
+		}
+	}
+	if problems != nil {
+		return control.CheckResult{}, problems
+	}
+	return res, nil
+}
+
+// unreadable reports a load that failed on the file itself.
+func unreadable(err error) bool {
+	return errors.Is(err, os.ErrNotExist) || errors.Is(err, os.ErrPermission) || errors.Is(err, syscall.EISDIR)
+}
+
+// Upgrade is USR2; it arrives with the upgrade work.
+func (a *Arbiter) Upgrade(ctx context.Context) (control.UpgradeResult, error) {
+	return control.UpgradeResult{}, fmt.Errorf("binary upgrade arrives with the upgrade issue; use a restart: %w", control.ErrNotImplemented)
+}
+
+// Stop is TERM (graceful; grace 0 means graceful_timeout) or INT/QUIT
+// (immediate). It returns once the stop has begun; Run returns when it
+// is over. The workers enforce graceful_timeout themselves; a shorter
+// grace makes the master SIGKILL them at grace + 1 s.
+func (a *Arbiter) Stop(ctx context.Context, graceful bool, grace time.Duration) error {
+	if grace < 0 {
+		return fmt.Errorf("worker: stop: negative grace %s: %w", grace, control.ErrBadRequest)
+	}
+	_, err := a.do(ctx, func() any { a.stop(graceful, grace); return nil })
+	return err
+}
+
+// Config is the effective settings and where each came from.
+func (a *Arbiter) Config(ctx context.Context) (control.ConfigView, error) {
+	v, err := a.do(ctx, func() any {
+		view := control.ConfigView{Path: a.opts.ConfigPath, Settings: make(map[string]control.SettingValue, len(a.settings.Origins))}
+		for name, o := range a.settings.Origins {
+			view.Settings[name] = control.SettingValue{Value: o.Value, Source: string(o.Source), Where: o.Where}
+		}
+		return view
+	})
+	if err != nil {
+		return control.ConfigView{}, err
+	}
+	return v.(control.ConfigView), nil
+}
+
+// ConfigFile is the config file as loaded at start or by the last good
+// reload.
+func (a *Arbiter) ConfigFile(ctx context.Context) ([]byte, error) {
+	v, err := a.do(ctx, func() any { return a.configData })
+	if err != nil {
+		return nil, err
+	}
+	return slices.Clone(v.([]byte)), nil
+}
+
+// Pipeline is the composed graph of the config file in format json, text
+// or dot. It is drawn from the file at the config path (PasteDeploy's
+// composition, without building the factories).
+func (a *Arbiter) Pipeline(ctx context.Context, format string) ([]byte, error) {
+	path, name := a.opts.ConfigPath, a.opts.AppName
+	switch format {
+	case "", "json":
+		out, ok := pipeline.GraphJSON(path, name, pipeline.ObjectApp)
+		if !ok {
+			_, err := pipeline.Graph(path, name, pipeline.ObjectApp)
+			return nil, configError(err)
+		}
+		return out, nil
+	case "text", "dot":
+		g, err := pipeline.Graph(path, name, pipeline.ObjectApp)
+		if err != nil {
+			return nil, configError(err)
+		}
+		if format == "dot" {
+			return []byte(pipeline.GraphDot(g)), nil
+		}
+		return []byte(pipeline.GraphText(g)), nil
+	}
+	return nil, fmt.Errorf("worker: pipeline format %q: want json, text or dot: %w", format, control.ErrBadRequest)
+}
+
+// ReopenLogs is USR1: every worker reopens its log files.
+func (a *Arbiter) ReopenLogs(ctx context.Context) error {
+	_, err := a.do(ctx, func() any { a.reopenLogs(); return nil })
+	return err
+}
+
+// Listeners is GET /v1/listeners.
+func (a *Arbiter) Listeners(ctx context.Context) ([]control.Listener, error) {
+	v, err := a.do(ctx, func() any { return a.listeners() })
+	if err != nil {
+		return nil, err
+	}
+	return v.([]control.Listener), nil
+}
+
+func (a *Arbiter) listeners() []control.Listener {
+	out := []control.Listener{}
+	if a.set == nil {
+		return out
+	}
+	specs := a.set.Specs()
+	for i, ln := range a.set.Listeners() {
+		l := control.Listener{Addr: ln.Addr().String(), TLS: a.settings.CertFile != ""}
+		if i < len(specs) {
+			l.Bind, l.Network = specs[i].String(), specs[i].Network
+		}
+		out = append(out, l)
+	}
+	return out
+}
