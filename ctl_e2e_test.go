@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -15,6 +16,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -419,5 +422,74 @@ func TestCtlPeerUID(t *testing.T) {
 	}
 	if errOut, code := asNobody(); code != exitFailed || !strings.Contains(errOut, "uid 65534") && !strings.Contains(errOut, "forbidden") && !strings.Contains(errOut, "403") {
 		t.Errorf("uid 65534 on a 0666 socket: exit %d, want 1 with 403:\n%s", code, errOut)
+	}
+}
+
+// Garbage, an oversized body, a slow-loris client and a crowd on the real
+// master's control socket: the master keeps serving and the next status
+// answers promptly.
+func TestCtlSocketAbuse(t *testing.T) {
+	m := startCtlMaster(t, 1, "abuse")
+	dial := func() net.Conn {
+		c, err := net.DialTimeout("unix", m.sock, 2*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	// Garbage bytes, then a closed connection.
+	for _, junk := range []string{"\x00\x01\x02garbage\r\n\r\n", "GET /v1/status HTTP/9.9\r\n\r\n", strings.Repeat("A", 70000) + "\r\n\r\n"} {
+		c := dial()
+		c.SetDeadline(time.Now().Add(3 * time.Second))
+		c.Write([]byte(junk))
+		io.Copy(io.Discard, c)
+		c.Close()
+	}
+	// A 10 MB body.
+	big := dial()
+	big.SetDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprintf(big, "POST /v1/workers/add HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", 10<<20)
+	go func() { big.Write(make([]byte, 10<<20)) }()
+	resp, err := http.ReadResponse(bufio.NewReader(big), nil)
+	if err != nil {
+		t.Fatalf("10 MB body: %v", err)
+	}
+	if resp.StatusCode != http.StatusRequestEntityTooLarge && resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("10 MB body: status %d, want 413 or 400", resp.StatusCode)
+	}
+	big.Close()
+	// A slow-loris client that never finishes its headers, kept open.
+	loris := dial()
+	defer loris.Close()
+	loris.Write([]byte("GET /v1/status HTTP/1.1\r\nHost: x\r\n"))
+	// 200 concurrent clients.
+	var wg sync.WaitGroup
+	var failed atomic.Int32
+	for range 200 {
+		wg.Go(func() {
+			c := &control.Client{Path: m.sock, Timeout: 10 * time.Second}
+			defer c.CloseIdleConnections()
+			if _, err := c.Status(t.Context()); err != nil {
+				failed.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if n := failed.Load(); n > 0 {
+		t.Errorf("%d of 200 concurrent status calls failed", n)
+	}
+	start := time.Now()
+	st, err := m.client.Status(t.Context())
+	if err != nil {
+		t.Fatalf("status after the abuse: %v", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("status took %v after the abuse", d)
+	}
+	if st.Workers.Ready != 1 {
+		t.Errorf("ready workers = %d, want 1", st.Workers.Ready)
+	}
+	if got := get(t, m.addr); got != "abuse" {
+		t.Errorf("the site answers %q after the abuse", got)
 	}
 }
