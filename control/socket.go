@@ -167,37 +167,21 @@ func ensureDir(dir string) error {
 }
 
 // removeStale deletes the socket file at path when nothing answers on it
-// (connection refused). A live socket, a non-socket file and a socket we
-// cannot probe are left alone and are errors.
+// (listener.RemoveStaleSocket), and names the master that answers when one
+// does: a live control socket is never taken over.
 func removeStale(ctx context.Context, path string) error {
-	fi, err := os.Lstat(path)
-	if errors.Is(err, fs.ErrNotExist) {
+	err := listener.RemoveStaleSocket(ctx, path)
+	if err == nil || !errors.Is(err, listener.ErrInUse) {
+		if err != nil {
+			return fmt.Errorf("control: %w", err)
+		}
 		return nil
 	}
-	if err != nil {
-		return fmt.Errorf("control: socket %s: %w", path, err)
+	who := "another paddock master"
+	if pid := probePid(ctx, path); pid > 0 {
+		who = fmt.Sprintf("another paddock master (pid %d)", pid)
 	}
-	if fi.Mode().Type() != fs.ModeSocket {
-		return fmt.Errorf("control: socket %s: the path exists and is not a socket; not removing it", path)
-	}
-	d := net.Dialer{Timeout: probeTimeout}
-	c, err := d.DialContext(ctx, "unix", path)
-	if err == nil {
-		c.Close()
-		who := "another paddock master"
-		if pid := probePid(ctx, path); pid > 0 {
-			who = fmt.Sprintf("another paddock master (pid %d)", pid)
-		}
-		return fmt.Errorf("control: %s is serving its control socket at %s; not taking it over: %w", who, path, listener.ErrInUse)
-	}
-	if !errors.Is(err, syscall.ECONNREFUSED) {
-		// EAGAIN (a full backlog), a timeout, EACCES: maybe alive.
-		return fmt.Errorf("control: socket %s: probe for a live master: %w", path, err)
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("control: socket %s: remove stale socket: %w", path, err)
-	}
-	return nil
+	return fmt.Errorf("control: %s is serving its control socket at %s; not taking it over: %w", who, path, listener.ErrInUse)
 }
 
 // probePid asks the master on path for its pid; 0 when it does not say.

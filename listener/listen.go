@@ -138,7 +138,7 @@ func setBacklog(ln net.Listener, backlog int) error {
 func listenUnix(ctx context.Context, s Spec, opts Options) (net.Listener, error) {
 	abstract := strings.HasPrefix(s.Addr, "@")
 	if !abstract {
-		if err := removeStale(ctx, s.Addr); err != nil {
+		if err := RemoveStaleSocket(ctx, s.Addr); err != nil {
 			return nil, err
 		}
 	}
@@ -161,11 +161,12 @@ func listenUnix(ctx context.Context, s Spec, opts Options) (net.Listener, error)
 	return ln, nil
 }
 
-// removeStale deletes the socket file at path when no process answers on
-// it: a server that died without unlinking it would otherwise block the bind
-// forever. A live socket, a file that is not a socket and a socket we may
-// not probe are all left alone.
-func removeStale(ctx context.Context, path string) error {
+// RemoveStaleSocket deletes the unix socket file at path when no process
+// answers on it: a server that died without unlinking it would otherwise
+// block the bind forever. A live socket (an error wrapping ErrInUse), a
+// file that is not a socket and a socket we may not probe are all left
+// alone.
+func RemoveStaleSocket(ctx context.Context, path string) error {
 	fi, err := os.Lstat(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
