@@ -197,12 +197,14 @@ type server struct {
 	s       *Settings
 	baseCtx context.Context
 	onStop  func() // called when a stop begins (StopListening)
+	conns   *connTracker
 }
 
 // newServer prepares serving h; ctx's values (not its cancellation) reach
 // every request.
 func newServer(ctx context.Context, h http.Handler, s *Settings, log hclog.Logger) *server {
-	return &server{log: log, handler: newLimits(s).wrap(h, log), s: s, baseCtx: context.WithoutCancel(ctx)}
+	t := newConnTracker()
+	return &server{log: log, handler: t.wrap(newLimits(s).wrap(h, log)), s: s, baseCtx: context.WithoutCancel(ctx), conns: t}
 }
 
 func (srv *server) newHTTPServer() *http.Server {
@@ -218,6 +220,8 @@ func (srv *server) newHTTPServer() *http.Server {
 		// Requests must outlive the serving context: a graceful stop
 		// cancels it, and in-flight requests are what it waits for.
 		BaseContext: func(net.Listener) context.Context { return srv.baseCtx },
+		ConnContext: srv.conns.connContext,
+		ConnState:   srv.conns.connState,
 	}
 	if srv.s.Keepalive == 0 {
 		hs.SetKeepAlivesEnabled(false)
@@ -234,7 +238,11 @@ func (srv *server) start(lns []net.Listener) {
 		hs := srv.newHTTPServer()
 		srv.servers = append(srv.servers, hs)
 		srv.wg.Go(func() {
-			if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			err := hs.Serve(ln)
+			if srv.conns.draining.Load() && errors.Is(err, net.ErrClosed) {
+				return // drain closed the listener before Shutdown
+			}
+			if err != nil && !errors.Is(err, http.ErrServerClosed) {
 				srv.failed <- fmt.Errorf("serve %s: %w", ln.Addr(), err)
 			}
 		})
@@ -318,6 +326,13 @@ func (srv *server) drain(ctx context.Context, stop <-chan Stop, grace time.Durat
 			}
 		})
 	}
+	// Stop accepting, then let accepted connections reach a handler and
+	// idle keep-alive ones see their grace before Shutdown (drain.go).
+	srv.conns.draining.Store(true)
+	for _, ln := range srv.lns {
+		ln.Close()
+	}
+	srv.conns.settle(ictx)
 	if err := srv.shutdown(ictx); err != nil {
 		srv.log.Warn("drain incomplete; closing remaining connections", "error", context.Cause(ictx))
 		srv.close()
@@ -332,7 +347,12 @@ func (srv *server) shutdown(ctx context.Context) error {
 	errs := make([]error, len(srv.servers))
 	var wg sync.WaitGroup
 	for i, hs := range srv.servers {
-		wg.Go(func() { errs[i] = hs.Shutdown(ctx) })
+		wg.Go(func() {
+			errs[i] = hs.Shutdown(ctx)
+			if errors.Is(errs[i], net.ErrClosed) {
+				errs[i] = nil // drain closed the listener first
+			}
+		})
 	}
 	wg.Wait()
 	return errors.Join(errs...)
