@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"context"
@@ -46,8 +47,12 @@ func serveCommand() *cli.Command {
 		Description: "Loads the app NAME (default main) from CONFIG and serves it on every bind until a signal stops it.\n" +
 			"With workers >= 1 (the default) a master process supervises that many worker processes (gunicorn's\n" +
 			"pre-fork model); workers = 0 serves in this process. TERM stops gracefully (in-flight requests get\n" +
-			"graceful_timeout), INT and QUIT stop at once, HUP reloads the config and rolls the workers,\n" +
-			"TTIN/TTOU add/remove a worker, USR1 reopens logs.\n" +
+			"graceful_timeout), INT and QUIT stop at once, HUP reloads the config (in place; workers are rolled when\n" +
+			"their settings change), as does an edit of CONFIG or a file it reads unless watch_config is off,\n" +
+			"TTIN/TTOU add/remove a worker, USR1 reopens logs, USR2 (or 'paddock ctl upgrade') upgrades the binary\n" +
+			"with zero downtime: the executable at the path this master was started from is started with the\n" +
+			"same arguments, inherits every socket and the control socket, reads CONFIG afresh, and once its\n" +
+			"workers serve the old master drains and exits (upgrade_timeout bounds the new binary's start).\n" +
 			"Settings use gunicorn's names; each comes from its flag, else PADDOCK_<NAME> in the environment,\n" +
 			"else [server:main] in CONFIG, else the default. Exit 0 after a requested stop; 1 when the config\n" +
 			"is broken (one 'file:line: [section]: message' line per problem) or serving fails; 2 for a bad flag;\n" +
@@ -116,7 +121,7 @@ func serveAction(c *cli.Context) error {
 			// The control API drives a master; in-process serving has none.
 			log.Named(logname.Master).Warn("control_socket needs workers >= 1; no control socket is served", "where", o.Where)
 		}
-		upg := &lazyUpgrader{log: log}
+		upg := &lazyUpgrader{log: log, timeout: settings.UpgradeTimeout}
 		defer upg.Stop()
 		err = worker.Serve(c.Context, worker.Options{
 			ConfigPath:    path,
@@ -125,7 +130,7 @@ func serveAction(c *cli.Context) error {
 			Logger:        log,
 			Registry:      pipeline.NewDefaultRegistry(),
 			Opener:        upg,
-			OnReady:       func([]net.Addr) { upg.Ready() },
+			OnReady:       func([]net.Addr) { _ = upg.Ready() },
 			StopListening: upg.Stop,
 		})
 	} else {
@@ -148,9 +153,12 @@ func serveAction(c *cli.Context) error {
 	return cli.Exit("paddock serve: "+err.Error(), exitFailed)
 }
 
-// runArbiter runs the master of workers (workers >= 1). HUP re-reads the
-// config with the same command line and environment, so flag and
-// environment overrides survive a reload (SPEC §7).
+// runArbiter runs the master of workers (workers >= 1). A reload (HUP,
+// ctl reload, or the config watcher of cmd_watch.go) re-reads the file
+// and resolves it again with the same command line and environment, so
+// the precedence of SPEC §7 holds across reloads: a setting given by a
+// flag or a PADDOCK_* variable keeps that value whatever the file now
+// says; only settings the file (or the default) decided follow the edit.
 func runArbiter(ctx context.Context, c *cli.Context, path string, settings *worker.Settings, log hclog.Logger) error {
 	flags := commandLineSettings(c)
 	serverName := c.String("server")
@@ -159,11 +167,12 @@ func runArbiter(ctx context.Context, c *cli.Context, path string, settings *work
 	if err != nil {
 		return fmt.Errorf("control socket: %w", err)
 	}
-	upg := &lazyUpgrader{log: log}
+	upg := &lazyUpgrader{log: log, timeout: settings.UpgradeTimeout}
 	defer upg.Stop()
 	var (
 		arb     *worker.Arbiter
 		ctl     *control.Server
+		ctlLn   *handoffListener
 		ctlDone chan error
 	)
 	// The control socket is created once the data sockets are (so
@@ -177,7 +186,8 @@ func runArbiter(ctx context.Context, c *cli.Context, path string, settings *work
 		}
 		ctl = control.NewServer(control.ServerOptions{Controller: arb, Logger: log, Version: version})
 		ctlDone = make(chan error, 1)
-		go func() { ctlDone <- ctl.Serve(ln) }()
+		ctlLn = &handoffListener{Listener: ln}
+		go func() { ctlDone <- ctl.Serve(ctlLn) }()
 		log.Named(logname.Control).Info("control socket", "path", sockPath, "from", how)
 		return nil
 	}
@@ -190,11 +200,22 @@ func runArbiter(ctx context.Context, c *cli.Context, path string, settings *work
 		LogJSON:       c.String("log-format") == "json",
 		Registry:      pipeline.NewDefaultRegistry(),
 		Opener:        upg,
-		OnReady:       func([]net.Addr) { upg.Ready() },
+		OnReady:       func([]net.Addr) { _ = upg.Ready() },
 		StopListening: upg.Stop,
 		OnListening:   openControl,
-		Version:       version,
-		Stderr:        c.App.ErrWriter,
+		Upgrader:      upg,
+		// The new master, ready, accepts on the same control socket: this
+		// master stops accepting there (the request in flight, ctl
+		// upgrade's, is still answered), so only the new one answers
+		// who it is.
+		AfterUpgrade: func(ctx context.Context) (int, string, error) {
+			if ctlLn != nil {
+				ctlLn.handOver()
+			}
+			return askNewMaster(ctx, sockPath)
+		},
+		Version: version,
+		Stderr:  c.App.ErrWriter,
 		Reload: func() (*worker.Settings, error) {
 			server, _, err := worker.LoadServer(path, serverName, nil)
 			if err != nil {
@@ -207,77 +228,183 @@ func runArbiter(ctx context.Context, c *cli.Context, path string, settings *work
 			if _, err := worker.ApplyActivation(ns); err != nil {
 				return nil, err
 			}
-			p, err := pipeline.Load(pipeline.LoadOptions{Path: path, Name: appName, Kind: pipeline.ObjectApp})
-			if err != nil {
-				return nil, err
-			}
-			p.Close()
+			// The arbiter validates the whole pipeline itself.
 			return ns, nil
 		},
 	})
 	if err != nil {
 		return err
 	}
+	stopWatching := startConfigWatcher(ctx, arb, settings, log)
 	err = arb.Run(ctx)
+	stopWatching()
 	if ctl != nil {
 		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		if serr := ctl.Shutdown(sctx); serr != nil {
 			log.Named(logname.Control).Warn("control socket shutdown", "error", serr)
 		}
 		cancel()
-		if serr := <-ctlDone; serr != nil {
+		if serr := <-ctlDone; serr != nil && !(ctlLn.handedOver.Load() && errors.Is(serr, net.ErrClosed)) {
 			log.Named(logname.Control).Warn("control socket", "error", serr)
 		}
 	}
 	return err
 }
 
+// askNewMaster asks the master answering on the control socket at path,
+// which must not be this process (it stopped accepting there), for its pid
+// and version, retrying until ctx ends.
+func askNewMaster(ctx context.Context, path string) (int, string, error) {
+	c := &control.Client{Path: path, Timeout: time.Second}
+	defer c.CloseIdleConnections()
+	var last error
+	for {
+		st, err := c.Status(ctx)
+		switch {
+		case err != nil:
+			last = err
+		case st.Pid == os.Getpid():
+			last = errors.New("this master still answered")
+		default:
+			return st.Pid, st.Version, nil
+		}
+		select {
+		case <-ctx.Done():
+			return 0, "", fmt.Errorf("ask the new master on %s: %w (last: %w)", path, context.Cause(ctx), last)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// handoffListener is the control socket's listener in this master; on an
+// upgrade it is closed before the control server shuts down (handOver), so
+// the new master alone accepts while the request in flight is answered.
+// Closing it does not unlink the socket file (tableflip turned that off,
+// and an inherited listener never unlinks).
+type handoffListener struct {
+	net.Listener
+	once       sync.Once
+	err        error
+	handedOver atomic.Bool
+}
+
+func (l *handoffListener) Close() error {
+	l.once.Do(func() { l.err = l.Listener.Close() })
+	return l.err
+}
+
+func (l *handoffListener) handOver() {
+	l.handedOver.Store(true)
+	_ = l.Close()
+}
+
 // lazyUpgrader is the process's tableflip upgrader, created when the first
 // socket is opened (after the config validated): every listening socket is
 // created through its Fds, so the binary-upgrade path can hand them to a
-// new binary. tableflip allows one upgrader per process.
+// new binary. tableflip allows one upgrader per process. It is the
+// arbiter's worker.Upgrader.
 type lazyUpgrader struct {
 	log hclog.Logger
+	// timeout is upgrade_timeout (tableflip's UpgradeTimeout; 0: its
+	// default, a minute).
+	timeout time.Duration
 
-	mu  sync.Mutex
-	upg *tableflip.Upgrader
+	mu       sync.Mutex
+	upg      *tableflip.Upgrader
+	upgraded bool // an Upgrade succeeded: the sockets are the new master's too
 }
 
-var _ listener.Opener = (*lazyUpgrader)(nil)
+var (
+	_ listener.Opener = (*lazyUpgrader)(nil)
+	_ worker.Upgrader = (*lazyUpgrader)(nil)
+)
 
-// ListenWithCallback creates or inherits a socket through tableflip.
-func (l *lazyUpgrader) ListenWithCallback(network, addr string, callback func(network, addr string) (net.Listener, error)) (net.Listener, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
+// ensureLocked creates the tableflip upgrader; l.mu is held.
+func (l *lazyUpgrader) ensureLocked() (*tableflip.Upgrader, error) {
 	if l.upg == nil {
-		upg, err := tableflip.New(tableflip.Options{})
+		upg, err := tableflip.New(tableflip.Options{UpgradeTimeout: l.timeout})
 		if err != nil {
 			return nil, fmt.Errorf("paddock serve: %w", err)
 		}
 		l.upg = upg
 	}
-	return l.upg.Fds.ListenWithCallback(network, addr, callback)
+	return l.upg, nil
+}
+
+// ListenWithCallback creates or inherits a socket through tableflip.
+func (l *lazyUpgrader) ListenWithCallback(network, addr string, callback func(network, addr string) (net.Listener, error)) (net.Listener, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	upg, err := l.ensureLocked()
+	if err != nil {
+		return nil, err
+	}
+	return upg.Fds.ListenWithCallback(network, addr, callback)
+}
+
+// HasParent reports whether this process is the new master of an upgrade
+// (tableflip's marker in the environment).
+func (l *lazyUpgrader) HasParent() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	upg, err := l.ensureLocked()
+	return err == nil && upg.HasParent()
+}
+
+// Upgrade starts the new binary and blocks until it is ready, has
+// failed, or missed upgrade_timeout (tableflip kills it then). It holds
+// no lock while it waits, so Stop can interrupt it.
+func (l *lazyUpgrader) Upgrade() error {
+	l.mu.Lock()
+	upg := l.upg
+	l.mu.Unlock()
+	if upg == nil {
+		return errors.New("no socket was created through tableflip")
+	}
+	if err := upg.Upgrade(); err != nil {
+		return fmt.Errorf("tableflip: %w", err)
+	}
+	l.mu.Lock()
+	l.upgraded = true
+	l.mu.Unlock()
+	return nil
+}
+
+// Exit is closed when this process should exit (after a successful
+// Upgrade, or Stop); never before the upgrader exists.
+func (l *lazyUpgrader) Exit() <-chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.upg == nil {
+		return nil
+	}
+	return l.upg.Exit()
 }
 
 // Ready tells tableflip the process serves; it closes inherited sockets
-// nobody claimed (PITFALLS E3).
-func (l *lazyUpgrader) Ready() {
+// nobody claimed (PITFALLS E3) and, in the new master of an upgrade,
+// tells the old one.
+func (l *lazyUpgrader) Ready() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.upg == nil {
-		return
+		return nil
 	}
 	if err := l.upg.Ready(); err != nil {
 		l.log.Named(logname.Master).Warn("tableflip ready", "error", err)
+		return fmt.Errorf("tableflip ready: %w", err)
 	}
+	return nil
 }
 
 // Stop is a real shutdown: tableflip closes its copies of the sockets and
-// unlinks unix socket files.
+// unlinks unix socket files. After a successful Upgrade it does nothing:
+// tableflip already closed its copies without unlinking, and the socket
+// files (the control socket's too) are the new master's (PITFALLS D7).
 func (l *lazyUpgrader) Stop() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.upg == nil {
+	if l.upg == nil || l.upgraded {
 		return
 	}
 	l.upg.Stop()

@@ -260,6 +260,9 @@ func TestCtlAddLatency(t *testing.T) {
 // reload: a broken edit exits 1 with file:line and the old pipeline keeps
 // serving; a good edit serves the new body once reload returns.
 func TestCtlReload(t *testing.T) {
+	// This test edits the file and reloads by hand; the watcher would
+	// reload it first.
+	t.Setenv("PADDOCK_WATCH_CONFIG", "false")
 	m := startCtlMaster(t, 2, "old body")
 	if got := get(t, m.addr); got != "old body" {
 		t.Fatalf("GET = %q", got)

@@ -4,6 +4,7 @@ go 1.26.0
 
 require (
 	github.com/cloudflare/tableflip v1.2.3
+	github.com/fsnotify/fsnotify v1.10.1
 	github.com/hashicorp/go-hclog v1.6.3
 	github.com/rogpeppe/go-internal v1.16.0
 	github.com/urfave/cli/v2 v2.27.7

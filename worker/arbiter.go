@@ -94,6 +94,23 @@ type ArbiterOptions struct {
 	OnListening func() error
 	// Version is the binary's version, shown in Status.
 	Version string
+	// Upgrader, if set, is the socket hand-off for binary upgrades (USR2,
+	// Upgrade): tableflip through cmd_serve.go's lazyUpgrader, the
+	// Opener above. Nil makes Upgrade answer control.ErrNotImplemented.
+	// When it HasParent (this master is the new one of an upgrade), the
+	// pidfile is written once every worker is ready, right before
+	// OnReady tells the old master (never naming a master that may
+	// still fail).
+	Upgrader Upgrader
+	// UpgradeExecutable is the binary an upgrade starts: "" means
+	// os.Args[0] resolved at NewArbiter, as tableflip resolves it
+	// (ResolveExecutable). It is checked before each upgrade.
+	UpgradeExecutable string
+	// AfterUpgrade, if set, runs once the new master is ready (outside
+	// the Run goroutine, bounded by ctx): it must stop this master
+	// serving the shared control socket (requests in flight are still
+	// answered) and return the new master's pid and version.
+	AfterUpgrade func(ctx context.Context) (pid int, version string, err error)
 
 	// spawn replaces process creation in tests.
 	spawn spawner
@@ -134,8 +151,20 @@ type Arbiter struct {
 	configData []byte
 	configSum  string
 	configGrph []byte
-	lastReload *control.ReloadOutcome
-	waiters    []*rollWaiter // Reload calls waiting for their roll
+	// configFiles are the files the running config's load read (the
+	// config first) and configDigest their ConfigDigest: what the
+	// watcher watches and what in-place reloads verify.
+	configFiles  []string
+	configDigest string
+	tlsDigest    string // tlsDigest of the running settings
+	lastReload   *control.ReloadOutcome
+	waiters      []*rollWaiter // Reload calls waiting for their roll
+	// Binary upgrade (upgrade.go).
+	upgrading      bool                // an upgrade goroutine runs
+	upgraded       bool                // a new master took over
+	upgradeWaiters []*upgradeWaiter    // Upgrade calls waiting for it
+	upgradeC       chan upgradeOutcome // from the upgrade goroutine (1 slot)
+	pidfileDone    bool                // the pidfile names this master
 }
 
 type arbiterMode int
@@ -175,6 +204,11 @@ type wproc struct {
 	requests       uint64
 	inFlight       int64
 	log            hclog.Logger
+	// reloadGen is the generation an in-place reload was sent for and
+	// reloadDeadline when the worker must have answered (0: none
+	// pending).
+	reloadGen      int
+	reloadDeadline time.Time
 }
 
 // request is a call into the Run goroutine; fn runs there and its result
@@ -206,6 +240,13 @@ func NewArbiter(opts ArbiterOptions) (*Arbiter, error) {
 	if opts.Argv0 == "" && len(os.Args) > 0 {
 		opts.Argv0 = os.Args[0]
 	}
+	if opts.Upgrader != nil && opts.UpgradeExecutable == "" && len(os.Args) > 0 {
+		exe, err := ResolveExecutable(os.Args[0])
+		if err != nil {
+			return nil, err
+		}
+		opts.UpgradeExecutable = exe
+	}
 	if opts.Stderr == nil {
 		opts.Stderr = os.Stderr
 	}
@@ -218,6 +259,7 @@ func NewArbiter(opts ArbiterOptions) (*Arbiter, error) {
 		events:   make(chan event, 16),
 		workers:  make(map[int]*wproc),
 		target:   opts.Settings.Workers,
+		upgradeC: make(chan upgradeOutcome, 1),
 	}, nil
 }
 
@@ -255,6 +297,11 @@ func (a *Arbiter) Run(ctx context.Context) error {
 		LogWarnings(a.log, p.Warnings)
 		p.Close()
 		a.recordConfig(a.readConfig())
+		a.configFiles = p.Files
+		if d, err := ConfigDigest(p.Files); err == nil {
+			a.configDigest = d
+		}
+		a.tlsDigest = tlsDigest(s)
 
 		set, err := listener.Open(ctx, s.Bind, listener.Options{Backlog: s.Backlog, ReusePort: s.ReusePort}, a.opts.Opener)
 		if err != nil {
@@ -279,8 +326,12 @@ func (a *Arbiter) Run(ctx context.Context) error {
 	}
 	pid := os.Getpid()
 	if s.Pidfile != "" {
-		if err := writePidfile(s.Pidfile, pid); err != nil {
-			return fmt.Errorf("worker: %w", err)
+		// The new master of an upgrade writes it once ready (OnReady).
+		if a.opts.Upgrader == nil || !a.opts.Upgrader.HasParent() {
+			if err := writePidfile(s.Pidfile, pid); err != nil {
+				return fmt.Errorf("worker: %w", err)
+			}
+			a.pidfileDone = true
 		}
 		defer func() {
 			if err := removePidfile(s.Pidfile, pid); err != nil {
@@ -328,6 +379,8 @@ func (a *Arbiter) loop(ctx context.Context, sigC <-chan os.Signal) error {
 			a.checkDeadlines()
 		case r := <-a.reqC:
 			r.reply <- r.fn()
+		case out := <-a.upgradeC:
+			a.upgradeDone(out)
 		case <-ctxDone:
 			ctxDone = nil
 			a.log.Info("context done; stopping gracefully")
@@ -384,9 +437,10 @@ func (a *Arbiter) handleEvent(ev event) {
 			a.everReady = true
 			a.boot.reset()
 			w.log.Info("worker booted", "boot_time", now.Sub(w.started).Round(time.Millisecond).String())
-			if !a.readyOnce {
+			if !a.readyOnce && a.upgradeReady() {
 				a.readyOnce = true
 				a.log.Info("ready", "pid", os.Getpid(), "workers", a.target)
+				a.writeUpgradePidfile()
 				if a.opts.OnReady != nil && a.set != nil {
 					addrs := []net.Addr{}
 					for _, ln := range a.set.Listeners() {
@@ -406,6 +460,8 @@ func (a *Arbiter) handleEvent(ev event) {
 				w.retiring = true
 				w.log.Info("worker reached max_requests; replacing it", "requests", m.Requests)
 			}
+		case MsgReloaded, MsgReloadFailed:
+			a.reloadAnswered(w, m)
 		case MsgAck, MsgUnsupported:
 			w.log.Debug("worker answered", "type", m.Type, "command", m.Command)
 		}
@@ -437,6 +493,11 @@ func (a *Arbiter) handleSignal(sig os.Signal) {
 	case syscall.SIGUSR1:
 		a.log.Info("signal received", "signal", name, "action", "reopen logs")
 		a.reopenLogs()
+	case syscall.SIGUSR2:
+		a.log.Info("signal received", "signal", name, "action", "upgrade")
+		if err := a.startUpgrade("signal USR2", nil); err != nil {
+			a.log.Error("upgrade not started", "error", err)
+		}
 	case syscall.SIGWINCH:
 		a.log.Info("signal received; ignored (not daemonised)", "signal", name)
 	default:
@@ -523,6 +584,10 @@ func (a *Arbiter) checkDeadlines() {
 		if w.killed {
 			continue
 		}
+		if w.reloadGen != 0 && now.After(w.reloadDeadline) {
+			w.log.Warn("worker did not answer the reload in time; replacing it", "generation", w.reloadGen, "timeout", reloadAckTimeout.String())
+			w.reloadGen = 0
+		}
 		switch {
 		case w.state == stateDraining:
 			if now.After(w.deadline) {
@@ -557,7 +622,9 @@ func (a *Arbiter) manage() {
 		if w.state == stateDraining || w.killed {
 			continue
 		}
-		if w.generation == a.generation && !w.retiring {
+		// A worker swapping to the current generation in place is not
+		// replaced while it does.
+		if (w.generation == a.generation || (w.reloadGen != 0 && w.reloadGen == a.generation)) && !w.retiring {
 			wanted = append(wanted, w)
 			if w.state == stateReady {
 				readyWanted++

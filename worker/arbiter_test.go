@@ -249,22 +249,21 @@ func TestArbiterSignals(t *testing.T) {
 	if err != nil || st.Workers.Target != 2 {
 		t.Fatalf("status %+v, %v", st, err)
 	}
-	// HUP rolls one at a time: one new worker, then the oldest drains.
+	// HUP with the worker settings unchanged reloads in place: no new
+	// process.
+	waitReadyCount(t, h.a, 2)
 	h.sigs <- syscall.SIGHUP
-	n1 := h.spawned()
-	if n1.req.Generation != 1 {
-		t.Fatalf("generation %d", n1.req.Generation)
+	for _, p := range []*fakeProc{p2, p3} {
+		if m := wantSent(t, p, MsgReload); m.Generation != 1 {
+			t.Fatalf("reload generation %d", m.Generation)
+		}
+		p.say(Message{Type: MsgReloaded, Generation: 1})
 	}
 	h.noSpawn(200 * time.Millisecond)
-	n1.say(Message{Type: MsgReady})
-	wantSent(t, p2, MsgStop)
-	n2 := h.spawned()
-	n2.say(Message{Type: MsgReady})
-	wantSent(t, p3, MsgStop)
 	// TERM: graceful stop of everything, Run returns nil.
 	h.sigs <- syscall.SIGTERM
-	wantSent(t, n1, MsgStop)
-	wantSent(t, n2, MsgStop)
+	wantSent(t, p2, MsgStop)
+	wantSent(t, p3, MsgStop)
 	select {
 	case err := <-h.errc:
 		if err != nil {

@@ -189,8 +189,9 @@ func RunWorker(ctx context.Context, opts ChildOptions) int {
 	}
 	s := env.settings
 	pid := os.Getpid()
-	log := hclog.New(&hclog.LoggerOptions{Level: s.LogLevel, Output: stderr, JSONFormat: env.logJSON}).
-		Named(logname.Worker).With("pid", pid, "worker_id", env.id, "generation", env.generation)
+	baseLog := hclog.New(&hclog.LoggerOptions{Level: s.LogLevel, Output: stderr, JSONFormat: env.logJSON}).
+		Named(logname.Worker).With("pid", pid, "worker_id", env.id)
+	log := baseLog.With("generation", env.generation)
 
 	chf := os.NewFile(uintptr(env.channelFD), "paddock-channel")
 	conn, err := net.FileConn(chf)
@@ -230,13 +231,21 @@ func RunWorker(ctx context.Context, opts ChildOptions) int {
 		}
 		return bootErr(err)
 	}
-	defer p.Close()
+	// The pipeline is served through a swapHandler, so a reload swaps it
+	// in place; each generation is closed after its last request.
+	onClose := func(gen int, err error) {
+		if err != nil {
+			baseLog.Warn("close retired pipeline", "generation", gen, "error", err)
+		}
+	}
+	swap := newSwapHandler(newHandlerGen(env.generation, p.Handler, p, onClose))
+	defer swap.Close()
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	st := &stats{}
 	retire := make(chan struct{})
-	h := st.wrap(p.Handler, uint64(env.maxRequests), retire)
+	h := st.wrap(swap, uint64(env.maxRequests), retire)
 	if s.DebugWorkerHeader {
 		h = workerHeader(h, pid)
 	}
@@ -248,7 +257,10 @@ func RunWorker(ctx context.Context, opts ChildOptions) int {
 	defer wg.Wait()
 	defer cancel() // runs before wg.Wait: ends the goroutines below
 	wg.Go(func() { childSignals(ctx, stop, log) })
-	wg.Go(func() { readCommands(ctx, conn, enc, stop, log) })
+	reloads := make(chan Message, 4)
+	rl := &reloader{swap: swap, enc: enc, env: env, registry: opts.Registry, log: baseLog, onClose: onClose}
+	wg.Go(func() { rl.run(ctx, reloads) })
+	wg.Go(func() { readCommands(ctx, conn, enc, stop, reloads, log) })
 	if err := enc.Send(Message{Type: MsgReady, Pid: pid}); err != nil {
 		log.Warn("cannot report ready; draining", "error", err)
 		stop <- StopGraceful
@@ -299,7 +311,7 @@ func trySend(c chan<- Stop, st Stop) {
 
 // readCommands obeys the master until the channel ends. EOF means the
 // master is gone: drain, so no orphan keeps serving a stale config.
-func readCommands(ctx context.Context, conn net.Conn, enc *Encoder, stop chan<- Stop, log hclog.Logger) {
+func readCommands(ctx context.Context, conn net.Conn, enc *Encoder, stop chan<- Stop, reloads chan<- Message, log hclog.Logger) {
 	go func() { // unblock the read below when the worker is done
 		<-ctx.Done()
 		conn.SetReadDeadline(time.Now())
@@ -330,7 +342,11 @@ func readCommands(ctx context.Context, conn net.Conn, enc *Encoder, stop chan<- 
 		case MsgReopenLogs:
 			_ = enc.Send(Message{Type: MsgAck, Command: MsgReopenLogs})
 		case MsgReload:
-			_ = enc.Send(Message{Type: MsgUnsupported, Command: MsgReload, Generation: m.Generation})
+			select {
+			case reloads <- m:
+			default:
+				_ = enc.Send(Message{Type: MsgReloadFailed, Generation: m.Generation, Error: "too many reloads queued"})
+			}
 		}
 	}
 }
@@ -393,4 +409,62 @@ func workerHeader(h http.Handler, pid int) http.Handler {
 		w.Header().Set(WorkerHeader, v)
 		h.ServeHTTP(w, r)
 	})
+}
+
+// reloader swaps a worker's pipeline in place, one reload at a time, in
+// its own goroutine so that stop commands are read meanwhile.
+type reloader struct {
+	swap     *swapHandler
+	enc      *Encoder
+	env      *childEnv
+	registry *pipeline.Registry
+	log      hclog.Logger
+	onClose  func(int, error)
+}
+
+// run obeys reload messages until ctx is done.
+func (r *reloader) run(ctx context.Context, reloads <-chan Message) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case m := <-reloads:
+			reply := Message{Type: MsgReloaded, Generation: m.Generation}
+			if err := r.reload(m); err != nil {
+				r.log.Error("reload failed; serving on the previous generation", "generation", m.Generation,
+					"serving", r.swap.Current().gen, "error", err)
+				reply = Message{Type: MsgReloadFailed, Generation: m.Generation, Error: err.Error()}
+			}
+			if err := r.enc.Send(reply); err != nil {
+				r.log.Warn("cannot answer reload", "error", err)
+			}
+		}
+	}
+}
+
+// reload builds generation m.Generation from the config files, checks
+// they are the ones the master validated (m.ConfigSHA256, over the files
+// the load read, re-read right after it), and swaps it in.
+func (r *reloader) reload(m Message) error {
+	log := r.log.With("generation", m.Generation)
+	start := time.Now()
+	p, err := pipeline.Load(pipeline.LoadOptions{Path: r.env.config, Name: r.env.app, Kind: pipeline.ObjectApp, Registry: r.registry, Logger: log})
+	if err != nil {
+		return fmt.Errorf("load generation %d: %w", m.Generation, err)
+	}
+	if m.ConfigSHA256 != "" {
+		// The digest covers the files of the new load; re-read them now:
+		// a file changed since the master validated it is refused (the
+		// master replaces this worker).
+		if sum, err := ConfigDigest(p.Files); err != nil || sum != m.ConfigSHA256 {
+			p.Close()
+			if err != nil {
+				return fmt.Errorf("verify generation %d: %w", m.Generation, err)
+			}
+			return fmt.Errorf("verify generation %d: the config files changed after the master validated them", m.Generation)
+		}
+	}
+	old := r.swap.Swap(newHandlerGen(m.Generation, p.Handler, p, r.onClose))
+	log.Info("reloaded in place", "previous", old.gen, "load_time", time.Since(start).Round(time.Millisecond).String())
+	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -86,10 +87,20 @@ func (a *Arbiter) reopenLogs() {
 	}
 }
 
-// reload re-reads the config (HUP, Reload) and, when it loads, rolls the
-// workers onto a new generation one at a time. A broken config changes
-// nothing: the error (a *control.ConfigError) is logged with file:line
-// and kept for Status.
+// reloadAckTimeout bounds how long the master waits for a worker to
+// answer an in-place reload; one that does not is rolled.
+const reloadAckTimeout = 10 * time.Second
+
+// reload re-reads the config (HUP, Reload, the config watcher) and
+// validates all of it in the master: the settings (the Reload hook, which
+// keeps flag and environment overrides) and the whole pipeline. A broken
+// config changes nothing: the error (a *control.ConfigError) is logged
+// with file:line and kept for Status. A good one bumps the generation
+// and, when no setting the worker processes were started with changed,
+// tells every ready worker to swap to it in place (reload, with the
+// digest of the validated files); otherwise the workers are rolled onto
+// it one at a time. Settings that need new sockets (bind, backlog,
+// reuse_port, control_socket) are kept and reported as needing a restart.
 func (a *Arbiter) reload(why string) (control.ReloadResult, error) {
 	if a.mode != modeRunning {
 		return control.ReloadResult{}, errStopping
@@ -100,37 +111,182 @@ func (a *Arbiter) reload(why string) (control.ReloadResult, error) {
 	if err == nil && a.opts.Reload != nil {
 		ns, err = a.opts.Reload()
 	}
+	var (
+		files  []string
+		digest string
+	)
+	if err == nil {
+		files, digest, err = a.validatePipeline()
+	}
 	if err != nil {
 		a.lastReload = &control.ReloadOutcome{OK: false, At: start, Error: err.Error()}
 		a.log.Error("reload failed; keeping the running workers", "by", why, "error", err)
 		return control.ReloadResult{}, configError(err)
 	}
+	var restart []string // settings kept until a restart
 	if ns != a.settings {
-		if !slices.Equal(ns.Bind, a.settings.Bind) {
-			a.log.Warn("bind changed; new sockets need a restart, keeping the current ones")
-			ns.Bind = a.settings.Bind
+		keep := func(name string, differs bool, revert func()) {
+			if !differs {
+				return
+			}
+			a.log.Warn(name+" changed; it needs a restart, keeping the current value", "setting", name)
+			revert()
+			if o, ok := a.settings.Origins[name]; ok && ns.Origins != nil {
+				ns.Origins[name] = o
+			}
+			restart = append(restart, name+" (needs restart)")
 		}
-		if ns.ControlSocket != a.settings.ControlSocket {
-			a.log.Warn("control_socket changed; a new control socket needs a restart, keeping the current one")
-			ns.ControlSocket = a.settings.ControlSocket
-		}
+		keep("bind", !slices.Equal(ns.Bind, a.settings.Bind), func() { ns.Bind = a.settings.Bind })
+		keep("backlog", ns.Backlog != a.settings.Backlog, func() { ns.Backlog = a.settings.Backlog })
+		keep("reuse_port", ns.ReusePort != a.settings.ReusePort, func() { ns.ReusePort = a.settings.ReusePort })
+		keep("control_socket", ns.ControlSocket != a.settings.ControlSocket, func() { ns.ControlSocket = a.settings.ControlSocket })
+		keep("watch_config", ns.WatchConfig != a.settings.WatchConfig, func() { ns.WatchConfig = a.settings.WatchConfig })
 		if ns.Workers < 1 {
 			a.log.Warn("workers = 0 needs a restart; keeping worker processes", "workers", 1)
 			ns.Workers = 1
 		}
-		a.target = ns.Workers
+		// The file's workers wins only when it changed, so a count set at
+		// run time (TTIN, ctl workers add) survives other edits (PITFALLS
+		// B6).
+		if ns.Workers != a.settings.Workers {
+			a.target = ns.Workers
+		}
 	}
 	changed := changedSettings(a.settings, ns)
-	sum, graph := a.configSum, a.configGrph
+	changed = append(changed, restart...)
+	roll := !sameProcessSettings(a.settings, ns)
+	// Workers load certfile and keyfile when they start: new contents
+	// under the same names need new workers too.
+	tls := tlsDigest(ns)
+	if tls != a.tlsDigest {
+		roll = true
+		if !slices.Contains(changed, "certfile") && !slices.Contains(changed, "keyfile") {
+			changed = append(changed, "certfile")
+		}
+	}
+	a.tlsDigest = tls
+	sum, graph, oldDigest := a.configSum, a.configGrph, a.configDigest
 	a.settings = ns
 	a.recordConfig(data, nil)
-	if a.configSum != sum && (len(changed) == 0 || graph == nil || !bytes.Equal(graph, a.configGrph)) {
+	if a.opts.ConfigPath != "" {
+		a.configFiles, a.configDigest = files, digest
+	}
+	if (a.configSum != sum || a.configDigest != oldDigest) && (len(changed) == 0 || graph == nil || !bytes.Equal(graph, a.configGrph)) {
 		changed = append(changed, "pipeline")
 	}
 	a.generation++
 	a.lastReload = &control.ReloadOutcome{OK: true, At: start}
-	a.log.Info("reloading: rolling workers", "by", why, "generation", a.generation, "workers", a.target, "changed", strings.Join(changed, ","))
+	if roll {
+		a.log.Info("reloading: worker settings changed, rolling workers", "by", why, "generation", a.generation, "workers", a.target, "changed", strings.Join(changed, ","))
+	} else {
+		a.log.Info("reloading in place", "by", why, "generation", a.generation, "workers", a.target, "changed", strings.Join(changed, ","))
+		a.reloadInPlace()
+	}
 	return control.ReloadResult{OK: true, Generation: a.generation, Changed: changed}, nil
+}
+
+// validatePipeline builds the whole pipeline of the config file and
+// closes it; it returns the files the load read and their ConfigDigest.
+// Without a config path (tests) there is nothing to validate.
+func (a *Arbiter) validatePipeline() ([]string, string, error) {
+	if a.opts.ConfigPath == "" {
+		return nil, "", nil
+	}
+	p, err := pipeline.Load(pipeline.LoadOptions{Path: a.opts.ConfigPath, Name: a.opts.AppName, Kind: pipeline.ObjectApp, Registry: a.opts.Registry})
+	if err != nil {
+		return nil, "", err
+	}
+	LogWarnings(a.log, p.Warnings)
+	files := p.Files
+	if err := p.Close(); err != nil {
+		a.log.Warn("close the validated pipeline", "error", err)
+	}
+	digest, err := ConfigDigest(files)
+	if err != nil {
+		return nil, "", err
+	}
+	return files, digest, nil
+}
+
+// reloadInPlace asks every ready worker to swap to the current
+// generation. A worker that cannot (reload_failed, no answer within
+// reloadAckTimeout, a broken channel) is rolled by manage; booting
+// workers of an older generation are rolled too.
+func (a *Arbiter) reloadInPlace() {
+	deadline := a.opts.now().Add(reloadAckTimeout)
+	for _, w := range a.sorted() {
+		if w.state != stateReady || w.killed || w.retiring {
+			continue
+		}
+		m := Message{Type: MsgReload, Generation: a.generation, ConfigSHA256: a.configDigest}
+		if err := w.proc.Send(m); err != nil {
+			w.log.Warn("cannot send reload; replacing the worker", "error", err)
+			w.reloadGen = 0
+			continue
+		}
+		w.reloadGen, w.reloadDeadline = a.generation, deadline
+	}
+}
+
+// tlsDigest names the contents of certfile and keyfile ("" without TLS
+// or when they cannot be read: the pipeline check reports that).
+func tlsDigest(s *Settings) string {
+	if s.CertFile == "" && s.KeyFile == "" {
+		return ""
+	}
+	d, err := ConfigDigest([]string{s.CertFile, s.KeyFile})
+	if err != nil {
+		return ""
+	}
+	return d
+}
+
+// WatchedFiles is what the config watcher watches: every file the
+// running config's load read (the config first) and the TLS files.
+func (a *Arbiter) WatchedFiles(ctx context.Context) ([]string, error) {
+	v, err := a.do(ctx, func() any {
+		files := slices.Clone(a.configFiles)
+		for _, f := range []string{a.settings.CertFile, a.settings.KeyFile} {
+			if f != "" && !slices.Contains(files, f) {
+				files = append(files, f)
+			}
+		}
+		return files
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.([]string), nil
+}
+
+// reloadAnswered handles a worker's reloaded or reload_failed.
+func (a *Arbiter) reloadAnswered(w *wproc, m *Message) {
+	if w.reloadGen == 0 || m.Generation != w.reloadGen {
+		w.log.Debug("stale reload answer", "type", m.Type, "generation", m.Generation)
+		return
+	}
+	w.reloadGen = 0
+	if m.Type == MsgReloadFailed {
+		w.log.Warn("worker could not reload in place; replacing it", "generation", m.Generation, "error", m.Error)
+		return
+	}
+	w.generation = m.Generation
+	w.log = a.log.With("pid", w.proc.Pid(), "worker_id", w.id, "generation", w.generation)
+	w.log.Info("worker reloaded in place")
+}
+
+// sameProcessSettings reports whether workers started with old serve new
+// as they are: only the master's own settings differ.
+func sameProcessSettings(old, new *Settings) bool {
+	if old == new {
+		return true
+	}
+	strip := func(s *Settings) Settings {
+		c := *s
+		c.Workers, c.Origins, c.Pidfile, c.ControlSocket, c.UpgradeTimeout, c.WatchConfig = 0, nil, "", "", 0, false
+		return c
+	}
+	return reflect.DeepEqual(strip(old), strip(new))
 }
 
 // readConfig reads the config file ("" when the arbiter has none, in
@@ -530,11 +686,6 @@ func (a *Arbiter) CheckConfig(ctx context.Context, path string) (control.CheckRe
 // unreadable reports a load that failed on the file itself.
 func unreadable(err error) bool {
 	return errors.Is(err, os.ErrNotExist) || errors.Is(err, os.ErrPermission) || errors.Is(err, syscall.EISDIR)
-}
-
-// Upgrade is USR2; it arrives with the upgrade work.
-func (a *Arbiter) Upgrade(ctx context.Context) (control.UpgradeResult, error) {
-	return control.UpgradeResult{}, fmt.Errorf("binary upgrade arrives with the upgrade issue; use a restart: %w", control.ErrNotImplemented)
 }
 
 // Stop is TERM (graceful; grace 0 means graceful_timeout) or INT/QUIT

@@ -53,7 +53,8 @@ func TestControlReloadWaitsForRoll(t *testing.T) {
 				{Pos: pipeline.Pos{File: "paste.ini", Line: 9}, Section: "filter:x", Class: "LookupError", Msg: "bang"},
 			}
 		}
-		return &Settings{Workers: 1, Timeout: 30 * time.Second, GracefulTimeout: 5 * time.Second, Umask: -1}, nil
+		// A new timeout: the worker processes must be replaced (rolled).
+		return &Settings{Workers: 1, Timeout: 20 * time.Second, GracefulTimeout: 5 * time.Second, Umask: -1}, nil
 	}
 	h := startArbiterWith(t, func(s *Settings) { s.Workers = 1 }, reload)
 	p1 := h.spawned()

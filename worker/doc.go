@@ -41,16 +41,52 @@
 //	{"type":"heartbeat","requests":N,"in_flight":M}  at least every timeout/4 (≤ 10 s)
 //	{"type":"retire","requests":N,"in_flight":M}  max_requests reached: replace me
 //	{"type":"ack","command":"reopen_logs"}        answer to reopen_logs
-//	{"type":"unsupported","command":"reload","generation":G}
+//	{"type":"reloaded","generation":G}            swapped to generation G in place
+//	{"type":"reload_failed","generation":G,"error":"..."}  still serving the previous one
+//	{"type":"unsupported","command":"..."}        a command this worker does not know
 //
 // Master → worker:
 //
 //	{"type":"stop","mode":"graceful"|"immediate"} drain within graceful_timeout, or close now
 //	{"type":"reopen_logs"}                        (nothing to reopen yet; acknowledged)
-//	{"type":"reload","generation":G}              reserved for in-place reload; answered unsupported
+//	{"type":"reload","generation":G,"config_sha256":D}  build generation G and swap to it
 //
 // Anything else from a worker (not JSON, an unknown type, a line over 64
-// KiB) is logged and the worker killed and replaced. A worker whose
+// KiB) is logged and the worker killed and replaced.
+//
+// Reload (SPEC §4): HUP, POST /v1/reload and the config watcher (package
+// reload, wired in cmd_watch.go; watch_config, on by default, workers >= 1
+// only) all run Arbiter.reload. The master validates everything first:
+// the settings (the Reload hook resolves them with the same flags and
+// environment as at start, so flag and PADDOCK_* overrides keep winning
+// over the file) and the whole pipeline (pipeline.Load, then Close). A
+// failure changes nothing: it is logged at file:line and shown as
+// last_reload in status. A success bumps the generation; then, if no
+// setting the worker processes were started with changed (anything but
+// workers, pidfile, control_socket, upgrade_timeout, watch_config) and the
+// TLS files' contents are the same, every ready worker gets reload. The
+// master sends the digest, not the bytes: ConfigDigest, a sha256 over
+// every file the validated load read (path and content sha256, in load
+// order), since a config may read other files and the channel's lines are
+// bounded. The worker builds the pipeline itself (pipeline.Load), computes
+// the digest of the files its load read, and refuses a mismatch (a file
+// edited after the master validated it); so a worker only ever swaps to
+// the generation the master validated. On success it swaps its handler
+// (swap.go: an atomic.Pointer to a refcounted generation): requests in
+// flight finish on the old graph, every next request, keep-alive
+// connections included, gets the new one, and the old Pipeline is closed
+// when its last request ends. The worker answers reloaded or
+// reload_failed; a worker that fails, or does not answer within 10 s, is
+// rolled (a new-generation replacement is ready before it drains).
+// Reload returns once every worker serves the new generation. When worker
+// settings changed, the workers are rolled one at a time instead. Workers
+// started later (crash, TTIN, max_requests) start on the current
+// generation. bind, backlog, reuse_port, control_socket and watch_config
+// need a restart: the running value is kept, a warning logged, and the
+// reload's "changed" says "bind (needs restart)". A new workers value in
+// the file sets the target only when it differs from the file's previous
+// value, so a count set at run time (TTIN, ctl workers) survives other
+// edits (PITFALLS B6). A worker whose
 // channel hits EOF (its master is gone) drains and exits: no orphans.
 //
 // Supervision: one goroutine (Arbiter.Run) owns every worker record and
@@ -69,10 +105,9 @@
 //
 // Master signals (gunicorn's table): TERM graceful stop; INT and QUIT
 // immediate (workers get stop immediate, SIGKILL after 2 s), also during a
-// graceful stop; HUP re-reads the config (a broken one is logged at
-// file:line and changes nothing) and rolls the workers onto a new
-// generation one at a time, a new one ready before an old one drains
-// (bind changes need a restart); TTIN one more worker; TTOU one fewer
+// graceful stop; HUP reloads the config (see Reload above: in place, or
+// a roll, a new worker ready before an old one drains, when worker
+// settings changed); TTIN one more worker; TTOU one fewer
 // (the oldest, gracefully, never below 1); USR1 tells workers to reopen
 // logs; WINCH is logged and ignored (paddock never daemonises); USR2
 // (upgrade) is logged as not supported yet. Workers: TERM drains, QUIT

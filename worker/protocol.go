@@ -19,6 +19,9 @@ const (
 	MsgRetire      = "retire"
 	MsgAck         = "ack"
 	MsgUnsupported = "unsupported"
+	// MsgReloaded and MsgReloadFailed answer reload.
+	MsgReloaded     = "reloaded"
+	MsgReloadFailed = "reload_failed"
 	// master → worker
 	MsgStop       = "stop"
 	MsgReopenLogs = "reopen_logs"
@@ -41,7 +44,8 @@ const (
 )
 
 var validTypes = map[Direction]map[string]bool{
-	FromWorker: {MsgReady: true, MsgBootError: true, MsgHeartbeat: true, MsgRetire: true, MsgAck: true, MsgUnsupported: true},
+	FromWorker: {MsgReady: true, MsgBootError: true, MsgHeartbeat: true, MsgRetire: true, MsgAck: true, MsgUnsupported: true,
+		MsgReloaded: true, MsgReloadFailed: true},
 	FromMaster: {MsgStop: true, MsgReopenLogs: true, MsgReload: true},
 }
 
@@ -59,8 +63,13 @@ type Message struct {
 	InFlight int64  `json:"in_flight,omitempty"`
 	// Mode is "graceful" or "immediate" (stop).
 	Mode string `json:"mode,omitempty"`
-	// Generation is the config generation (reload).
+	// Generation is the config generation (reload, reloaded,
+	// reload_failed).
 	Generation int `json:"generation,omitempty"`
+	// ConfigSHA256 is the digest (ConfigDigest) of the config files the
+	// master validated for a reload; the worker checks it against what it
+	// loaded.
+	ConfigSHA256 string `json:"config_sha256,omitempty"`
 	// Command names the command an ack or unsupported answers.
 	Command string `json:"command,omitempty"`
 }

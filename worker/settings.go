@@ -67,6 +67,10 @@ type Settings struct {
 	// GracefulTimeout bounds a graceful stop: in-flight requests get this
 	// long to finish before their connections are closed.
 	GracefulTimeout time.Duration
+	// UpgradeTimeout bounds a binary upgrade: a new master not ready
+	// within it is killed and the old one keeps serving (tableflip's
+	// Options.UpgradeTimeout; 0 means its default, a minute).
+	UpgradeTimeout time.Duration
 	// Keepalive is how long an idle keep-alive connection is kept open
 	// (http.Server.IdleTimeout); 0 turns keep-alive off.
 	Keepalive time.Duration
@@ -111,6 +115,10 @@ type Settings struct {
 	ErrorLog  string
 	// LogLevel is the level of the root logger.
 	LogLevel hclog.Level
+	// WatchConfig makes the master reload when the config or a file it
+	// reads changes (default true; workers >= 1 only). Changing it needs
+	// a restart.
+	WatchConfig bool
 
 	// Origins maps each setting name to where its value came from.
 	Origins map[string]Origin
@@ -214,6 +222,13 @@ var table = func() []Setting {
 			return err
 		})
 	debugHeader.Bool = true
+	watchConfig := setting("watch_config", "true", "reload when the config file or a file it reads changes (workers >= 1; HUP and ctl reload work either way)",
+		func(s *Settings, v string) error {
+			b, err := pipeline.ParseBool(v)
+			s.WatchConfig = b
+			return err
+		})
+	watchConfig.Bool = true
 	// --ctl-socket is the spelling SPEC §2.3 gives (ctl's own flag is
 	// --socket); --control-socket is the name with - for _.
 	controlSocket := setting("control_socket", "", "serve the control socket (paddock ctl) at `PATH`; default $RUNTIME_DIRECTORY/ctl.sock, else $XDG_RUNTIME_DIR/paddock/ctl.sock, else next to the pidfile",
@@ -229,6 +244,8 @@ var table = func() []Setting {
 			duration(func(s *Settings, d time.Duration) { s.Timeout = d })),
 		setting("graceful_timeout", "30", "`SECONDS` in-flight requests get to finish on a graceful stop (TERM)",
 			duration(func(s *Settings, d time.Duration) { s.GracefulTimeout = d })),
+		setting("upgrade_timeout", "60", "`SECONDS` a new binary gets to become ready on an upgrade (USR2, ctl upgrade) before it is killed and the old master keeps serving",
+			duration(func(s *Settings, d time.Duration) { s.UpgradeTimeout = d })),
 		setting("keepalive", "2", "`SECONDS` an idle keep-alive connection stays open; 0 turns keep-alive off",
 			duration(func(s *Settings, d time.Duration) { s.Keepalive = d })),
 		setting("limit_request_line", strconv.Itoa(DefaultLimitRequestLine), "longest request line in `BYTES` (0 to 8190; 0: no own limit)",
@@ -268,6 +285,7 @@ var table = func() []Setting {
 			func(s *Settings, v string) error { s.ErrorLog = strings.TrimSpace(v); return nil }),
 		loglevel,
 		debugHeader,
+		watchConfig,
 	}
 }()
 

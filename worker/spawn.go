@@ -287,11 +287,13 @@ func lookupGroup(name string) (uint32, error) {
 }
 
 // workerEnv is the master's environment without a previous worker
-// contract (a master started from a worker's environment).
+// contract (a master started from a worker's environment) and without
+// tableflip's upgrade marker (a new master's workers are no upgrade
+// children).
 func workerEnv(env []string) []string {
 	out := env[:0:0]
 	for _, kv := range env {
-		if !strings.HasPrefix(kv, "PADDOCK_WORKER_") {
+		if !strings.HasPrefix(kv, "PADDOCK_WORKER_") && !strings.HasPrefix(kv, upgradeEnvVar+"=") {
 			out = append(out, kv)
 		}
 	}
