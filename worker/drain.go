@@ -32,39 +32,48 @@ const (
 
 type connKey struct{}
 
-// connTracker knows, per connection, whether its first request has reached
-// a handler and since when it is idle.
+// connInfo is one connection's drain state, updated with atomics on the
+// request path (no lock per request).
+type connInfo struct {
+	served    atomic.Bool  // a request of this connection reached a handler
+	idleSince atomic.Int64 // unix nanoseconds since it is idle; 0 while active
+}
+
+// connTracker knows, per connection, whether a request of it has reached a
+// handler and since when it is idle. Connections are added and removed
+// once each (ConnContext, StateClosed); requests touch only their
+// connInfo.
 type connTracker struct {
 	draining atomic.Bool
-
-	mu      sync.Mutex
-	pending map[net.Conn]struct{}  // accepted; no request in a handler yet
-	idle    map[net.Conn]time.Time // keep-alive connections waiting
+	conns    sync.Map // net.Conn -> *connInfo
 }
 
-func newConnTracker() *connTracker {
-	return &connTracker{pending: make(map[net.Conn]struct{}), idle: make(map[net.Conn]time.Time)}
-}
+func newConnTracker() *connTracker { return &connTracker{} }
 
-// connContext remembers the connection in its context for wrap.
+// connContext registers the connection and puts its connInfo in the
+// context for wrap. net/http calls it before the StateNew hook.
 func (t *connTracker) connContext(ctx context.Context, c net.Conn) context.Context {
-	return context.WithValue(ctx, connKey{}, c)
+	info := &connInfo{}
+	t.conns.Store(c, info)
+	return context.WithValue(ctx, connKey{}, info)
 }
 
 // connState is the http.Server.ConnState hook.
 func (t *connTracker) connState(c net.Conn, st http.ConnState) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
 	switch st {
-	case http.StateNew:
-		t.pending[c] = struct{}{}
-	case http.StateActive:
-		delete(t.idle, c)
-	case http.StateIdle:
-		t.idle[c] = time.Now()
+	case http.StateActive, http.StateIdle:
+		v, ok := t.conns.Load(c)
+		if !ok {
+			return
+		}
+		info := v.(*connInfo)
+		if st == http.StateIdle {
+			info.idleSince.Store(time.Now().UnixNano())
+		} else {
+			info.idleSince.Store(0)
+		}
 	case http.StateClosed, http.StateHijacked:
-		delete(t.pending, c)
-		delete(t.idle, c)
+		t.conns.Delete(c)
 	}
 }
 
@@ -72,10 +81,8 @@ func (t *connTracker) connState(c net.Conn, st http.ConnState) {
 // the client to close it after this response.
 func (t *connTracker) wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if c, ok := r.Context().Value(connKey{}).(net.Conn); ok {
-			t.mu.Lock()
-			delete(t.pending, c)
-			t.mu.Unlock()
+		if info, ok := r.Context().Value(connKey{}).(*connInfo); ok && !info.served.Load() {
+			info.served.Store(true)
 		}
 		if t.draining.Load() {
 			w.Header().Set("Connection", "close")
@@ -84,19 +91,21 @@ func (t *connTracker) wrap(next http.Handler) http.Handler {
 	})
 }
 
-// settled reports whether Shutdown can run without dropping anything.
+// settled reports whether Shutdown can run without dropping anything: no
+// accepted connection is still waiting for its first request to reach a
+// handler, and every idle keep-alive connection has had its grace.
 func (t *connTracker) settled(now time.Time) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if len(t.pending) > 0 {
-		return false
-	}
-	for _, since := range t.idle {
-		if now.Sub(since) < idleGrace {
-			return false
+	ok := true
+	t.conns.Range(func(_, v any) bool {
+		info := v.(*connInfo)
+		if !info.served.Load() {
+			ok = false
+		} else if since := info.idleSince.Load(); since != 0 && now.UnixNano()-since < int64(idleGrace) {
+			ok = false
 		}
-	}
-	return true
+		return ok
+	})
+	return ok
 }
 
 // settle waits, bounded by settleMax and ctx, until settled.
