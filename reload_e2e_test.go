@@ -171,27 +171,7 @@ func TestReloadWatchSlowRequestSurvives(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode == 200
 	})
-	type result struct {
-		status int
-		body   string
-		err    error
-	}
-	done := make(chan result, 1)
-	go func() {
-		resp, err := client.Get("http://" + addr + "/slow")
-		if err != nil {
-			done <- result{err: err}
-			return
-		}
-		b, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		done <- result{resp.StatusCode, string(b), err}
-	}()
-	select {
-	case <-started:
-	case <-time.After(5 * time.Second):
-		t.Fatal("the slow request did not reach the upstream")
-	}
+	done := startSlowGet(t, client, "http://"+addr+"/slow", started, 5*time.Second)
 	renameSave(t, cfg, head+"[app:main]\nuse = egg:paddock#hello\nbody = new\n")
 	waitFor(t, "the new pipeline", 2*time.Second, func() bool { return get(t, addr) == "new" })
 	select {

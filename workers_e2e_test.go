@@ -104,27 +104,7 @@ address = %s
 		t.Fatal(err)
 	}
 
-	type result struct {
-		status int
-		body   string
-		err    error
-	}
-	done := make(chan result, 1)
-	go func() {
-		resp, err := client.Get("http://" + addr + "/slow")
-		if err != nil {
-			done <- result{err: err}
-			return
-		}
-		b, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		done <- result{resp.StatusCode, string(b), err}
-	}()
-	select {
-	case <-started:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the slow request did not reach the upstream")
-	}
+	done := startSlowGet(t, client, "http://"+addr+"/slow", started, 10*time.Second)
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -282,4 +262,35 @@ func TestServeBindInUse(t *testing.T) {
 			t.Errorf("workers=%s: exit %v, stderr:\n%s", workers, err, stderr.String())
 		}
 	}
+}
+
+// slowResult is what startSlowGet's request ended with.
+type slowResult struct {
+	status int
+	body   string
+	err    error
+}
+
+// startSlowGet sends GET url in the background and waits until started
+// says the request reached the (slow) upstream; the result arrives on the
+// returned channel.
+func startSlowGet(t *testing.T, client *http.Client, url string, started <-chan struct{}, wait time.Duration) <-chan slowResult {
+	t.Helper()
+	done := make(chan slowResult, 1)
+	go func() {
+		resp, err := client.Get(url)
+		if err != nil {
+			done <- slowResult{err: err}
+			return
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		done <- slowResult{resp.StatusCode, string(b), err}
+	}()
+	select {
+	case <-started:
+	case <-time.After(wait):
+		t.Fatal("the slow request did not reach the upstream")
+	}
+	return done
 }
