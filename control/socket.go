@@ -101,20 +101,7 @@ func Listen(ctx context.Context, path string, opener listener.Opener) (net.Liste
 	if opener == nil {
 		return bind(ctx, path)
 	}
-	// tableflip wraps the callback's error with %s; keep ours for errors.Is.
-	var cbErr error
-	ln, err := opener.ListenWithCallback("unix", path, func(string, string) (net.Listener, error) {
-		ln, err := bind(ctx, path)
-		cbErr = err
-		return ln, err
-	})
-	switch {
-	case cbErr != nil:
-		return nil, cbErr
-	case err != nil:
-		return nil, fmt.Errorf("control: socket %s: %w", path, err)
-	}
-	return ln, nil
+	return listener.ListenThrough(opener, "unix", path, func() (net.Listener, error) { return bind(ctx, path) })
 }
 
 func bind(ctx context.Context, path string) (net.Listener, error) {

@@ -69,11 +69,18 @@ func openOne(ctx context.Context, spec Spec, opts Options, fds Opener) (net.List
 	if fds == nil {
 		return Listen(ctx, spec, opts)
 	}
-	// tableflip wraps the callback's error with %s, which would hide
-	// ErrInUse and syscall.EADDRINUSE from errors.Is; keep our own.
+	return ListenThrough(fds, spec.Network, spec.Addr, func() (net.Listener, error) { return Listen(ctx, spec, opts) })
+}
+
+// ListenThrough creates (or inherits) a socket through opener, calling
+// create when nothing is inherited. tableflip wraps the callback's error
+// with %s, which would hide ErrInUse and syscall.EADDRINUSE from errors.Is;
+// ListenThrough returns create's own error (which names the address)
+// instead, and names the address in the opener's other errors.
+func ListenThrough(opener Opener, network, addr string, create func() (net.Listener, error)) (net.Listener, error) {
 	var cbErr error
-	ln, err := fds.ListenWithCallback(spec.Network, spec.Addr, func(string, string) (net.Listener, error) {
-		ln, err := Listen(ctx, spec, opts)
+	ln, err := opener.ListenWithCallback(network, addr, func(string, string) (net.Listener, error) {
+		ln, err := create()
 		cbErr = err
 		return ln, err
 	})
@@ -81,7 +88,7 @@ func openOne(ctx context.Context, spec Spec, opts Options, fds Opener) (net.List
 	case cbErr != nil:
 		return nil, cbErr
 	case err != nil:
-		return nil, fmt.Errorf("listener: %s: %w", spec, err)
+		return nil, fmt.Errorf("listener: %s/%s: %w", network, addr, err)
 	}
 	return ln, nil
 }
