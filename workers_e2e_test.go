@@ -294,3 +294,85 @@ func startSlowGet(t *testing.T, client *http.Client, url string, started <-chan 
 	}
 	return done
 }
+
+// A worker started after the file at the master's path was replaced (a
+// package upgrade before `ctl upgrade`) runs the master's own binary, not
+// the new file: workers must speak their master's protocol version.
+func TestWorkersRespawnRunTheMastersBinary(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	exe := filepath.Join(dir, "paddock") // testscript.Main runs it as paddock by this name
+	installBinary(t, self, exe)
+	cfg := filepath.Join(dir, "paste.ini")
+	port := freePort(t)
+	config := fmt.Sprintf("[app:main]\nuse = egg:paddock#hello\nbody = old\n\n[server:main]\nuse = egg:paddock#http\nbind = 127.0.0.1:%d\nworkers = 1\n", port)
+	if err := os.WriteFile(cfg, []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe, "serve", cfg)
+	logPath := filepath.Join(dir, "stderr.log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logFile.Close()
+	cmd.Stderr = logFile
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for _, p := range childrenOf(cmd.Process.Pid) {
+			_ = syscall.Kill(p, syscall.SIGKILL)
+		}
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	master := cmd.Process.Pid
+	var first []int
+	waitFor(t, "one worker", 15*time.Second, func() bool { first = childrenOf(master); return len(first) == 1 })
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	serves := func() bool {
+		resp, err := http.Get("http://" + addr + "/")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return err == nil && string(b) == "old"
+	}
+	waitFor(t, "the worker to serve", 15*time.Second, serves)
+
+	// The new "release" is a program that cannot be a worker.
+	broken := filepath.Join(dir, "broken")
+	if err := os.WriteFile(broken, []byte("#!/bin/sh\necho not a paddock worker >&2\nexit 7\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	installBinary(t, broken, exe)
+
+	if err := syscall.Kill(first[0], syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	var next []int
+	waitFor(t, "a replacement worker", 15*time.Second, func() bool {
+		next = childrenOf(master)
+		return len(next) == 1 && next[0] != first[0]
+	})
+	waitFor(t, "the replacement to serve", 15*time.Second, serves)
+	mInfo, err := os.Stat(fmt.Sprintf("/proc/%d/exe", master))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wInfo, err := os.Stat(fmt.Sprintf("/proc/%d/exe", next[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !os.SameFile(mInfo, wInfo) {
+		t.Errorf("replacement worker %d runs another binary than its master %d", next[0], master)
+	}
+	if log, _ := os.ReadFile(logPath); strings.Contains(string(log), "not a paddock worker") {
+		t.Errorf("the replaced file ran as a worker:\n%s", log)
+	}
+}

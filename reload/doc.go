@@ -6,7 +6,7 @@
 // old one (a watch on the file dies with it), and Kubernetes ConfigMap
 // volumes swap a `..data` symlink, so no event names the file at all. Any
 // event in a watched directory (Chmod aside), an fsnotify error, or a
-// queue overflow (re)arms one debounce timer (Debounce, 150 ms, Reset on
+// queue overflow (re)arms one debounce timer (Debounce, 75 ms, Reset on
 // every event); when it fires, every file is re-read (through symlinks)
 // and its sha256 compared with the last content seen. Only a real
 // content change sends on Changes (buffered 1, coalescing: a slow reader

@@ -64,8 +64,11 @@ type ArbiterOptions struct {
 	// the binary-upgrade work passes a *tableflip.Fds here. This is the
 	// one place the master's sockets are created.
 	Opener listener.Opener
-	// Executable is the binary re-executed as a worker; "" means
-	// os.Executable(), resolved by NewArbiter (PITFALLS D10).
+	// Executable is the binary re-executed as a worker; "" means the
+	// master's own binary: /proc/self/exe where there is a /proc, which
+	// names the master's inode even after the file at its path was
+	// replaced for an upgrade (workers must speak the master's protocol
+	// version), else os.Executable() (PITFALLS D10).
 	Executable string
 	// Argv0 is the workers' argv[0]; "" means os.Args[0].
 	Argv0 string
@@ -231,7 +234,7 @@ func NewArbiter(opts ArbiterOptions) (*Arbiter, error) {
 		opts.now = time.Now
 	}
 	if opts.spawn == nil && opts.Executable == "" {
-		exe, err := os.Executable()
+		exe, err := ownExecutable()
 		if err != nil {
 			return nil, fmt.Errorf("worker: find own executable: %w", err)
 		}
@@ -718,3 +721,15 @@ func (a *Arbiter) do(ctx context.Context, fn func() any) (any, error) {
 
 // Done is closed when Run has returned.
 func (a *Arbiter) Done() <-chan struct{} { return a.done }
+
+// selfExe is the kernel's link to the running binary's inode.
+const selfExe = "/proc/self/exe"
+
+// ownExecutable is what workers are started from: the running binary
+// itself, not whatever file is at its path now.
+func ownExecutable() (string, error) {
+	if _, err := os.Stat(selfExe); err == nil {
+		return selfExe, nil
+	}
+	return os.Executable()
+}

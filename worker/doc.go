@@ -16,7 +16,9 @@
 // the master (Arbiter) opens every listener once (listener.Open, through
 // ArbiterOptions.Opener for binary upgrades), checks the pipeline builds
 // (a broken config exits 1 with file:line before any worker starts), and
-// re-executes its own binary (resolved with os.Executable at start) as
+// re-executes its own binary (/proc/self/exe: the master's own inode,
+// so a binary replaced for an upgrade never runs as the old master's
+// worker) as
 // `paddock __worker` for each worker. A worker gets the listeners as
 // ExtraFiles (fds 3..), one end of a SOCK_CLOEXEC unix socketpair after
 // them, and the environment contract of child.go: PADDOCK_WORKER_ID,
