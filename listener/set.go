@@ -58,9 +58,7 @@ func Open(ctx context.Context, specs []Spec, opts Options, fds Opener) (*Set, er
 			s.Close()
 			return nil, err
 		}
-		s.specs = append(s.specs, spec)
-		s.lns = append(s.lns, ln)
-		s.files = append(s.files, socketFile(spec))
+		s.add(spec, ln, socketFile(spec))
 	}
 	return s, nil
 }

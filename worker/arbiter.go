@@ -134,8 +134,12 @@ type Arbiter struct {
 	done             chan struct{} // closed when Run returns
 
 	// Owned by the Run goroutine.
-	settings   *Settings
-	set        *listener.Set
+	settings *Settings
+	set      *listener.Set
+	// retiring are listener sets a reload removed from the config: they
+	// are retired (listener.Set.Retire) once every worker runs generation
+	// gen or later, so a removed bind accepts until the new workers serve.
+	retiring   []retiringSet
 	events     chan event
 	workers    map[int]*wproc // by pid
 	nextID     int
@@ -168,6 +172,11 @@ type Arbiter struct {
 	upgradeWaiters []*upgradeWaiter    // Upgrade calls waiting for it
 	upgradeC       chan upgradeOutcome // from the upgrade goroutine (1 slot)
 	pidfileDone    bool                // the pidfile names this master
+}
+
+type retiringSet struct {
+	gen int
+	set *listener.Set
 }
 
 type arbiterMode int
@@ -311,11 +320,7 @@ func (a *Arbiter) Run(ctx context.Context) error {
 			return fmt.Errorf("worker: open listeners: %w", err)
 		}
 		a.set = set
-		defer func() {
-			if err := set.Close(); err != nil {
-				a.log.Warn("close listeners", "error", err)
-			}
-		}()
+		defer a.closeListeners()
 		llog := a.opts.Logger.Named(logname.Listener)
 		for i, ln := range set.Listeners() {
 			spec := set.Specs()[i]
@@ -391,7 +396,46 @@ func (a *Arbiter) loop(ctx context.Context, sigC <-chan os.Signal) error {
 		}
 		a.manage()
 		a.notifyWaiters()
+		a.retireListeners()
 	}
+}
+
+// closeListeners closes the master's descriptors of every listener,
+// retiring ones included (Close may run twice).
+func (a *Arbiter) closeListeners() {
+	if a.set != nil {
+		if err := a.set.Close(); err != nil {
+			a.log.Warn("close listeners", "error", err)
+		}
+	}
+	for _, r := range a.retiring {
+		if err := r.set.Close(); err != nil {
+			a.log.Warn("close listeners", "error", err)
+		}
+	}
+}
+
+// retireListeners retires the binds a reload removed once no worker of
+// an older generation accepts on them any more.
+func (a *Arbiter) retireListeners() {
+	if a.mode != modeRunning {
+		return
+	}
+	keep := a.retiring[:0]
+	for _, r := range a.retiring {
+		if !a.rolled(r.gen) {
+			keep = append(keep, r)
+			continue
+		}
+		for _, spec := range r.set.Specs() {
+			a.log.Info("bind removed; no longer listening", "bind", spec.String())
+		}
+		if err := r.set.Retire(); err != nil {
+			a.log.Warn("retire listeners", "error", err)
+		}
+	}
+	clear(a.retiring[len(keep):])
+	a.retiring = keep
 }
 
 func (a *Arbiter) handleEvent(ev event) {
@@ -518,11 +562,7 @@ func (a *Arbiter) stopAll(mode arbiterMode) {
 	// Stop accepting at once: the workers' own descriptors close as they
 	// drain, and the master's copy must not keep the socket listening
 	// (connections would queue where nobody accepts, then be reset).
-	if a.set != nil {
-		if err := a.set.Close(); err != nil {
-			a.log.Warn("close listeners", "error", err)
-		}
-	}
+	a.closeListeners()
 	if a.opts.StopListening != nil && !a.stoppedListening {
 		a.stoppedListening = true
 		a.opts.StopListening()

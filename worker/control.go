@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"paddock/control"
+	"paddock/listener"
+	"paddock/logname"
 	"paddock/pipeline"
 )
 
@@ -99,8 +101,11 @@ const reloadAckTimeout = 10 * time.Second
 // and, when no setting the worker processes were started with changed,
 // tells every ready worker to swap to it in place (reload, with the
 // digest of the validated files); otherwise the workers are rolled onto
-// it one at a time. Settings that need new sockets (bind, backlog,
-// reuse_port, control_socket) are kept and reported as needing a restart.
+// it one at a time. Binds are reconciled: added ones open before the workers roll onto
+// them, removed ones close once the roll is done; a bind that cannot be
+// opened fails the reload. Settings that need a new master (reuse_port,
+// control_socket, watch_config) are kept and reported as needing a
+// restart.
 func (a *Arbiter) reload(why string) (control.ReloadResult, error) {
 	if a.mode != modeRunning {
 		return control.ReloadResult{}, errStopping
@@ -136,8 +141,6 @@ func (a *Arbiter) reload(why string) (control.ReloadResult, error) {
 			}
 			restart = append(restart, name+" (needs restart)")
 		}
-		keep("bind", !slices.Equal(ns.Bind, a.settings.Bind), func() { ns.Bind = a.settings.Bind })
-		keep("backlog", ns.Backlog != a.settings.Backlog, func() { ns.Backlog = a.settings.Backlog })
 		keep("reuse_port", ns.ReusePort != a.settings.ReusePort, func() { ns.ReusePort = a.settings.ReusePort })
 		keep("control_socket", ns.ControlSocket != a.settings.ControlSocket, func() { ns.ControlSocket = a.settings.ControlSocket })
 		keep("watch_config", ns.WatchConfig != a.settings.WatchConfig, func() { ns.WatchConfig = a.settings.WatchConfig })
@@ -150,6 +153,21 @@ func (a *Arbiter) reload(why string) (control.ReloadResult, error) {
 		// B6).
 		if ns.Workers != a.settings.Workers {
 			a.target = ns.Workers
+		}
+	}
+	// Binds are reconciled now: new sockets open before the workers roll
+	// onto them, removed ones are retired once the roll is done
+	// (retireListeners). A bind that cannot be opened fails the reload.
+	var next, retired *listener.Set
+	if a.set != nil && (!slices.Equal(ns.Bind, a.settings.Bind) || ns.Backlog != a.settings.Backlog) {
+		next, retired, err = a.set.Reconcile(context.Background(), ns.Bind, listener.Options{Backlog: ns.Backlog, ReusePort: ns.ReusePort}, a.opts.Opener)
+		if err != nil {
+			if o := ns.Origins["bind"]; o.Where != "" {
+				err = fmt.Errorf("%s: bind: %w", o.Where, err)
+			}
+			a.lastReload = &control.ReloadOutcome{OK: false, At: start, Error: err.Error()}
+			a.log.Error("reload failed; keeping the running workers and listeners", "by", why, "error", err)
+			return control.ReloadResult{}, configError(err)
 		}
 	}
 	changed := changedSettings(a.settings, ns)
@@ -176,6 +194,12 @@ func (a *Arbiter) reload(why string) (control.ReloadResult, error) {
 	}
 	a.generation++
 	a.lastReload = &control.ReloadOutcome{OK: true, At: start}
+	if next != nil {
+		a.useListeners(next)
+		if len(retired.Specs()) > 0 {
+			a.retiring = append(a.retiring, retiringSet{gen: a.generation, set: retired})
+		}
+	}
 	if roll {
 		a.log.Info("reloading: worker settings changed, rolling workers", "by", why, "generation", a.generation, "workers", a.target, "changed", strings.Join(changed, ","))
 	} else {
@@ -284,6 +308,7 @@ func sameProcessSettings(old, new *Settings) bool {
 	strip := func(s *Settings) Settings {
 		c := *s
 		c.Workers, c.Origins, c.Pidfile, c.ControlSocket, c.UpgradeTimeout, c.WatchConfig = 0, nil, "", "", 0, false
+		c.Backlog = 0 // a property of the master's sockets
 		return c
 	}
 	return reflect.DeepEqual(strip(old), strip(new))
@@ -780,4 +805,17 @@ func (a *Arbiter) listeners() []control.Listener {
 		out = append(out, l)
 	}
 	return out
+}
+
+// useListeners makes set the master's listeners: workers started from
+// now on get its sockets.
+func (a *Arbiter) useListeners(set *listener.Set) {
+	a.set = set
+	if sp, ok := a.opts.spawn.(*execSpawner); ok {
+		sp.set = set
+	}
+	llog := a.opts.Logger.Named(logname.Listener)
+	for i, ln := range set.Listeners() {
+		llog.Info("listening", "addr", ln.Addr().String(), "bind", set.Specs()[i].String())
+	}
 }

@@ -83,9 +83,12 @@
 // Reload returns once every worker serves the new generation. When worker
 // settings changed, the workers are rolled one at a time instead. Workers
 // started later (crash, TTIN, max_requests) start on the current
-// generation. bind, backlog, reuse_port, control_socket and watch_config
-// need a restart: the running value is kept, a warning logged, and the
-// reload's "changed" says "bind (needs restart)". A new workers value in
+// generation. A bind change is reconciled (listener.Set.Reconcile): new
+// sockets open before the roll, a removed bind is retired once no worker
+// of an older generation is left (retireListeners). reuse_port,
+// control_socket and watch_config need a restart: the running value is
+// kept, a warning logged, and the reload's "changed" says "reuse_port
+// (needs restart)". A new workers value in
 // the file sets the target only when it differs from the file's previous
 // value, so a count set at run time (TTIN, ctl workers) survives other
 // edits (PITFALLS B6). A worker whose

@@ -1,0 +1,122 @@
+package listener
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// Reconcile is a config reload's bind change (SPEC §4.4): it returns a
+// Set for specs that keeps the listener of every spec s already holds
+// (matched by Key, however it is spelled) and opens the others, through
+// fds as Open does; retired holds s's listeners that specs no longer
+// name. New sockets are opened before anything is closed, so a bind that
+// stays never stops accepting. s is left as it is: the caller keeps
+// serving from it until its workers moved to next, then calls
+// retired.Retire. On error every socket Reconcile opened is closed and s
+// is untouched.
+//
+// opts.Backlog is applied to the kept listeners too (listen(2) on a
+// listening socket changes its backlog); ReusePort only applies to new
+// sockets.
+func (s *Set) Reconcile(ctx context.Context, specs []Spec, opts Options, fds Opener) (next, retired *Set, err error) {
+	have := make(map[string]int, len(s.specs))
+	for i, spec := range s.specs {
+		have[spec.Key()] = i
+	}
+	next, retired = &Set{}, &Set{}
+	var opened []net.Listener
+	kept := make(map[int]bool)
+	for _, spec := range specs {
+		if i, ok := have[spec.Key()]; ok && !kept[i] {
+			kept[i] = true
+			next.add(s.specs[i], s.lns[i], s.files[i])
+			continue
+		}
+		ln, err := openOne(ctx, spec, opts, fds)
+		if err != nil {
+			for _, o := range opened {
+				o.Close()
+			}
+			return nil, nil, err
+		}
+		opened = append(opened, ln)
+		next.add(spec, ln, socketFile(spec))
+	}
+	if opts.Backlog > 0 {
+		for i, ln := range next.lns {
+			if next.specs[i].Network != TCP && next.specs[i].Network != Unix {
+				continue
+			}
+			if err := setBacklog(ln, opts.Backlog); err != nil {
+				for _, o := range opened {
+					o.Close()
+				}
+				return nil, nil, fmt.Errorf("listener: %s: set backlog %d: %w", next.specs[i], opts.Backlog, err)
+			}
+		}
+	}
+	for i := range s.specs {
+		if !kept[i] {
+			retired.add(s.specs[i], s.lns[i], s.files[i])
+		}
+	}
+	return next, retired, nil
+}
+
+func (s *Set) add(spec Spec, ln net.Listener, file os.FileInfo) {
+	s.specs = append(s.specs, spec)
+	s.lns = append(s.lns, ln)
+	s.files = append(s.files, file)
+}
+
+// Retire stops the Set's sockets for good: a bind removed from the
+// config. Closing the master's descriptor is not enough when an Opener
+// (tableflip) holds a duplicate for the next master, so tcp and unix
+// sockets are first shut down, which takes them out of the listening
+// state for every holder: new connections are refused, and the port or
+// path is free for a later bind. Socket files are then unlinked as Unlink
+// does. Sockets from fd://N and systemd:NAME belong to whoever passed
+// them and are only closed.
+func (s *Set) Retire() error {
+	var errs []error
+	for i, ln := range s.lns {
+		if n := s.specs[i].Network; n == TCP || n == Unix {
+			if err := shutdownListener(ln); err != nil {
+				errs = append(errs, fmt.Errorf("listener: %s: shutdown: %w", s.specs[i], err))
+			}
+		}
+	}
+	if err := s.Close(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := s.Unlink(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func shutdownListener(ln net.Listener) error {
+	sc, ok := ln.(syscall.Conn)
+	if !ok {
+		return fmt.Errorf("%T has no file descriptor", ln)
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = unix.Shutdown(int(fd), unix.SHUT_RDWR) }); err != nil {
+		return err
+	}
+	if errors.Is(serr, unix.ENOTCONN) {
+		// Linux answers ENOTCONN for a listening socket it did shut down.
+		return nil
+	}
+	return serr
+}
