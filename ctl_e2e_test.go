@@ -287,7 +287,7 @@ func TestCtlReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	out, errOut, code = ctlRunE2E(t, m.sock, "reload")
-	if code != 0 || !strings.Contains(out, "generation 1") || !strings.Contains(out, "pipeline") {
+	if code != 0 || !strings.Contains(out, "generation 1") || !strings.Contains(out, "[app:main]") {
 		t.Fatalf("ctl reload: exit %d\n%s%s", code, out, errOut)
 	}
 	// The new workers are ready when reload returns; the old ones may

@@ -183,13 +183,16 @@ func (a *Arbiter) reload(why string) (control.ReloadResult, error) {
 		}
 	}
 	a.tlsDigest = tls
-	sum, graph, oldDigest := a.configSum, a.configGrph, a.configDigest
+	sum, graph, oldDigest, oldData := a.configSum, a.configGrph, a.configDigest, a.configData
 	a.settings = ns
 	a.recordConfig(data, nil)
 	if a.opts.ConfigPath != "" {
 		a.configFiles, a.configDigest = files, digest
 	}
-	if (a.configSum != sum || a.configDigest != oldDigest) && (len(changed) == 0 || graph == nil || !bytes.Equal(graph, a.configGrph)) {
+	if sections := changedSections(a.opts.ConfigPath, oldData, data); len(sections) > 0 {
+		changed = append(changed, sections...)
+	} else if (a.configSum != sum || a.configDigest != oldDigest) && (len(changed) == 0 || graph == nil || !bytes.Equal(graph, a.configGrph)) {
+		// A file the config references changed (config:, a factory's).
 		changed = append(changed, "pipeline")
 	}
 	a.generation++
@@ -818,4 +821,57 @@ func (a *Arbiter) useListeners(set *listener.Set) {
 	for i, ln := range set.Listeners() {
 		llog.Info("listening", "addr", ln.Addr().String(), "bind", set.Specs()[i].String())
 	}
+}
+
+// changedSections names the sections of the config file whose options
+// differ between old and new, "[name]" in the new file's order, then
+// removed ones; [DEFAULT] counts as a section. Server sections are left
+// out: their changes are named by setting. Nil when either does not
+// parse.
+func changedSections(path string, old, new []byte) []string {
+	if old == nil || new == nil || bytes.Equal(old, new) {
+		return nil
+	}
+	of, err := pipeline.Parse(path, old, nil)
+	if err != nil {
+		return nil
+	}
+	nf, err := pipeline.Parse(path, new, nil)
+	if err != nil {
+		return nil
+	}
+	text := func(s *pipeline.Section) string {
+		if s == nil {
+			return ""
+		}
+		var b strings.Builder
+		for _, o := range s.Options {
+			b.WriteString(o.Key + "=" + o.Value + "\n")
+		}
+		return b.String()
+	}
+	isServer := func(name string) bool {
+		return strings.HasPrefix(name, "server:") || strings.HasPrefix(name, "server ")
+	}
+	var out []string
+	if text(of.Defaults) != text(nf.Defaults) {
+		out = append(out, "[DEFAULT]")
+	}
+	for _, s := range nf.Sections {
+		if isServer(s.Name) {
+			continue
+		}
+		switch o := of.Section(s.Name); {
+		case o == nil:
+			out = append(out, "["+s.Name+"] (added)")
+		case text(o) != text(s):
+			out = append(out, "["+s.Name+"]")
+		}
+	}
+	for _, s := range of.Sections {
+		if !isServer(s.Name) && nf.Section(s.Name) == nil {
+			out = append(out, "["+s.Name+"] (removed)")
+		}
+	}
+	return out
 }

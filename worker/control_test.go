@@ -3,6 +3,8 @@ package worker
 import (
 	"context"
 	"errors"
+	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -127,5 +129,30 @@ func TestControlTargets(t *testing.T) {
 	}
 	if _, _, err := h.a.AddWorkers(t.Context(), 1); err == nil {
 		t.Error("AddWorkers while stopping succeeded")
+	}
+}
+
+func TestChangedSections(t *testing.T) {
+	const base = "[DEFAULT]\nd = 1\n\n[server:main]\nuse = egg:paddock#http\nworkers = 2\n\n[composite:main]\nuse = egg:paddock#urlmap\n/ = app\n\n[app:app]\nuse = egg:paddock#hello\nbody = A\n\n[filter:cors]\nuse = egg:paddock#cors\n"
+	tests := []struct {
+		name string
+		new  string
+		want []string
+	}{
+		{"same bytes", base, nil},
+		{"comment and spacing only", strings.Replace(base, "body = A", "body=A\n# note", 1), nil},
+		{"one option", strings.Replace(base, "body = A", "body = B", 1), []string{"[app:app]"}},
+		{"server only", strings.Replace(base, "workers = 2", "workers = 3", 1), nil},
+		{"defaults", strings.Replace(base, "d = 1", "d = 2", 1), []string{"[DEFAULT]"}},
+		{"added and removed", strings.Replace(base, "[filter:cors]\nuse = egg:paddock#cors\n", "[filter:gzip]\nuse = egg:paddock#gzip\n", 1), []string{"[filter:gzip] (added)", "[filter:cors] (removed)"}},
+		{"broken new file", base + "junk\n", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := changedSections("paste.ini", []byte(base), []byte(tt.new))
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("changedSections = %q, want %q", got, tt.want)
+			}
+		})
 	}
 }
