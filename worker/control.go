@@ -144,6 +144,8 @@ func (a *Arbiter) reload(why string) (control.ReloadResult, error) {
 		keep("reuse_port", ns.ReusePort != a.settings.ReusePort, func() { ns.ReusePort = a.settings.ReusePort })
 		keep("control_socket", ns.ControlSocket != a.settings.ControlSocket, func() { ns.ControlSocket = a.settings.ControlSocket })
 		keep("watch_config", ns.WatchConfig != a.settings.WatchConfig, func() { ns.WatchConfig = a.settings.WatchConfig })
+		// tableflip takes its timeout once, when the master starts.
+		keep("upgrade_timeout", ns.UpgradeTimeout != a.settings.UpgradeTimeout, func() { ns.UpgradeTimeout = a.settings.UpgradeTimeout })
 		if ns.Workers < 1 {
 			a.log.Warn("workers = 0 needs a restart; keeping worker processes", "workers", 1)
 			ns.Workers = 1

@@ -86,7 +86,7 @@
 // generation. A bind change is reconciled (listener.Set.Reconcile): new
 // sockets open before the roll, a removed bind is retired once no worker
 // of an older generation is left (retireListeners). reuse_port,
-// control_socket and watch_config need a restart: the running value is
+// control_socket, watch_config and upgrade_timeout need a restart: the running value is
 // kept, a warning logged, and the reload's "changed" says "reuse_port
 // (needs restart)". A new workers value in
 // the file sets the target only when it differs from the file's previous

@@ -155,11 +155,15 @@ func (a *Arbiter) startUpgrade(why string, w *upgradeWaiter) error {
 	}
 	a.log.Info("upgrading: starting the new binary", "by", why, "executable", a.opts.UpgradeExecutable)
 	oldPid, oldVersion, after, done := os.Getpid(), a.opts.Version, a.opts.AfterUpgrade, a.upgradeC
+	timeout := a.settings.UpgradeTimeout
+	if timeout <= 0 {
+		timeout = time.Minute // tableflip's default
+	}
 	go func() {
 		// Bounded: tableflip kills a child not ready within its
 		// UpgradeTimeout, and Stop interrupts it; done has room for
 		// the one outcome, so this never blocks past Run.
-		done <- runUpgrade(up, after, oldPid, oldVersion)
+		done <- runUpgrade(up, after, oldPid, oldVersion, timeout)
 	}()
 	return nil
 }
@@ -167,9 +171,14 @@ func (a *Arbiter) startUpgrade(why string, w *upgradeWaiter) error {
 // runUpgrade is the upgrade goroutine's work: tableflip's Upgrade, then
 // (on success) the AfterUpgrade hook that hands the control socket over
 // and asks the new master who it is, then systemd's MAINPID.
-func runUpgrade(up Upgrader, after func(context.Context) (int, string, error), oldPid int, oldVersion string) upgradeOutcome {
+func runUpgrade(up Upgrader, after func(context.Context) (int, string, error), oldPid int, oldVersion string, timeout time.Duration) upgradeOutcome {
 	out := upgradeOutcome{res: control.UpgradeResult{OldPid: oldPid, OldVersion: oldVersion}}
 	if err := up.Upgrade(); err != nil {
+		// tableflip kills a child that misses its deadline; its error
+		// does not say which deadline.
+		if strings.HasSuffix(err.Error(), "timed out") {
+			err = fmt.Errorf("not ready within upgrade_timeout (%s), killed: %w", timeout, err)
+		}
 		out.err = fmt.Errorf("worker: upgrade: the new binary did not get ready (its own log lines, if any, are above: it shares this master's stderr): %w", err)
 		return out
 	}
