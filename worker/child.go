@@ -256,23 +256,26 @@ func RunWorker(ctx context.Context, opts ChildOptions) int {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel() // runs before wg.Wait: ends the goroutines below
-	wg.Go(func() { childSignals(ctx, stop, log) })
+	wg.Go(func() { childSignals(ctx, stop, baseLog) })
 	reloads := make(chan Message, 4)
 	rl := &reloader{swap: swap, enc: enc, env: env, registry: opts.Registry, log: baseLog, onClose: onClose}
 	wg.Go(func() { rl.run(ctx, reloads) })
-	wg.Go(func() { readCommands(ctx, conn, enc, stop, reloads, log) })
+	wg.Go(func() { readCommands(ctx, conn, enc, stop, reloads, baseLog) })
 	if err := enc.Send(Message{Type: MsgReady, Pid: pid}); err != nil {
 		log.Warn("cannot report ready; draining", "error", err)
 		stop <- StopGraceful
 	}
 	log.Info("booted", "listeners", len(lns))
+	// After boot the generation changes with in-place reloads: lines
+	// name the one serving.
+	log = baseLog
 	wg.Go(func() { heartbeat(ctx, enc, st, retire, s.Timeout, log) })
 
 	if err := srv.run(ctx, stop, s.GracefulTimeout); err != nil {
-		log.Error("serving failed", "error", err)
+		log.Error("serving failed", "error", err, "generation", swap.Current().gen)
 		return ExitWorkerServeError
 	}
-	log.Info("exiting", "requests", st.requests.Load())
+	log.Info("exiting", "requests", st.requests.Load(), "generation", swap.Current().gen)
 	return ExitWorkerOK
 }
 
