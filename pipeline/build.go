@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
+	"path/filepath"
 	"sort"
 	"strings"
 
@@ -27,6 +29,12 @@ type LoadOptions struct {
 	// Logger is handed to factories (named after their section); nil
 	// discards.
 	Logger hclog.Logger
+	// Files, if set, are config file contents by the names the load uses
+	// (Pipeline.Contents of an earlier load): they are used instead of
+	// reading those files, so a worker builds exactly what its master
+	// validated even if the files changed since. A file the load needs
+	// that is not in Files is read from disk.
+	Files map[string][]byte
 }
 
 // Pipeline is a built handler graph and the resources it holds.
@@ -40,8 +48,11 @@ type Pipeline struct {
 	// Warnings are problems that did not stop the load, such as options
 	// no factory asked for.
 	Warnings []*Error
-	// Files are the config files the load read, the main one first.
+	// Files are the config files the load read, the main one first, by
+	// the names the loader used (absolute paths).
 	Files []string
+	// Contents are the bytes of each of Files as the load used them.
+	Contents map[string][]byte
 
 	closers []io.Closer
 }
@@ -88,11 +99,21 @@ func load(opts LoadOptions, collect bool) (*Pipeline, error) {
 		opts.Logger = hclog.NewNullLogger()
 	}
 	p := &Pipeline{}
-	st := &loadState{}
+	st := &loadState{files: maps.Clone(opts.Files)}
 	w := &realWorld{st: st, reg: opts.Registry, log: opts.Logger, collect: collect, p: p}
 	st.world = w
 	v, err := st.load(opts.Path, opts.Name, opts.Kind)
-	p.Files = loadedFiles(st, opts.Path)
+	main := opts.Path
+	if abs, aerr := filepath.Abs(main); aerr == nil && !st.read[main] && st.read[abs] {
+		main = abs // the loader names files by absolute path
+	}
+	p.Files = loadedFiles(st, main)
+	p.Contents = make(map[string][]byte, len(p.Files))
+	for _, f := range p.Files {
+		if data, ok := st.files[f]; ok {
+			p.Contents[f] = data
+		}
+	}
 	if err == nil {
 		if err = p.setResult(v, opts.Kind); err != nil {
 			var le *Error
@@ -127,7 +148,7 @@ func load(opts LoadOptions, collect bool) (*Pipeline, error) {
 func loadedFiles(st *loadState, main string) []string {
 	files := []string{main}
 	var rest []string
-	for f := range st.files {
+	for f := range st.read {
 		if f != main {
 			rest = append(rest, f)
 		}

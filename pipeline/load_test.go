@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -339,5 +340,46 @@ status = oops
 		if !strings.Contains(list[i].Error(), w) {
 			t.Errorf("problem %d = %q, want %q", i, list[i].Error(), w)
 		}
+	}
+}
+
+// A load given an earlier load's Contents builds from those bytes, not
+// from the files as they are now: a worker loads exactly what its master
+// validated.
+func TestLoadFromContents(t *testing.T) {
+	path := writeINI(t, "main.ini", "[composite:main]\nuse = egg:paddock#urlmap\n/ = root\n/sub = config:sub.ini#sub\n\n[app:root]\nuse = egg:paddock#hello\nbody = root A\n",
+		"sub.ini", "[app:sub]\nuse = egg:paddock#hello\nbody = sub A\n")
+	first, err := Load(LoadOptions{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first.Close()
+	if len(first.Contents) != 2 || len(first.Files) != 2 {
+		t.Fatalf("Files %v, Contents for %d files; want the main file and sub.ini", first.Files, len(first.Contents))
+	}
+	// The files change on disk (one becomes invalid) after validation.
+	sub := first.Files[1]
+	if err := os.WriteFile(path, []byte("[app:main]\nbroken\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(sub, []byte("[app:sub]\nuse = egg:paddock#hello\nbody = sub B\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p, err := Load(LoadOptions{Path: path, Files: first.Contents})
+	if err != nil {
+		t.Fatalf("load from the validated contents: %v", err)
+	}
+	defer p.Close()
+	for _, tc := range []struct{ path, body string }{{"/", "root A"}, {"/sub/x", "sub A"}} {
+		if code, body := get(t, p.Handler, tc.path); code != 200 || body != tc.body {
+			t.Errorf("GET %s = %d %q, want 200 %q", tc.path, code, body, tc.body)
+		}
+	}
+	if !slices.Equal(p.Files, first.Files) {
+		t.Errorf("Files = %v, want %v", p.Files, first.Files)
+	}
+	// Without Contents the load sees the disk.
+	if _, err := Load(LoadOptions{Path: path}); err == nil {
+		t.Error("load of the broken file on disk succeeded")
 	}
 }

@@ -152,7 +152,8 @@ type loadState struct {
 	world world
 	top   *lcontext // the context load asked for
 	depth int
-	files map[string][]byte
+	files map[string][]byte // contents by name: read, or given in LoadOptions.Files
+	read  map[string]bool   // the names this load used
 }
 
 const maxDepth = 200
@@ -288,6 +289,7 @@ func newConfigLoader(st *loadState, filename string, r ref) (*configLoader, erro
 
 func readConfigFile(st *loadState, name string) ([]byte, error) {
 	if data, ok := st.files[name]; ok {
+		st.markRead(name)
 		return data, nil
 	}
 	fi, err := os.Stat(name)
@@ -308,7 +310,17 @@ func readConfigFile(st *loadState, name string) ([]byte, error) {
 		st.files = make(map[string][]byte)
 	}
 	st.files[name] = data
+	st.markRead(name)
 	return data, nil
+}
+
+// markRead records that the load used file name (from disk or from
+// LoadOptions.Files).
+func (st *loadState) markRead(name string) {
+	if st.read == nil {
+		st.read = make(map[string]bool)
+	}
+	st.read[name] = true
 }
 
 var errIsDir = errors.New("is a directory")

@@ -163,9 +163,12 @@ type Arbiter struct {
 	// watcher watches and what in-place reloads verify.
 	configFiles  []string
 	configDigest string
-	tlsDigest    string // tlsDigest of the running settings
-	lastReload   *control.ReloadOutcome
-	waiters      []*rollWaiter // Reload calls waiting for their roll
+	// configContents are those files' bytes as validated: workers build
+	// from them (spawn, reload), never from the files as they are now.
+	configContents map[string][]byte
+	tlsDigest      string // tlsDigest of the running settings
+	lastReload     *control.ReloadOutcome
+	waiters        []*rollWaiter // Reload calls waiting for their roll
 	// Binary upgrade (upgrade.go).
 	upgrading      bool                // an upgrade goroutine runs
 	upgraded       bool                // a new master took over
@@ -308,9 +311,9 @@ func (a *Arbiter) Run(ctx context.Context) error {
 		}
 		LogWarnings(a.log, p.Warnings)
 		p.Close()
-		a.recordConfig(a.readConfig())
-		a.configFiles = p.Files
-		if d, err := ConfigDigest(p.Files); err == nil {
+		a.recordConfig(p.Contents[p.Files[0]], nil)
+		a.configFiles, a.configContents = p.Files, p.Contents
+		if d, err := ContentsDigest(p.Files, p.Contents); err == nil {
 			a.configDigest = d
 		}
 		a.tlsDigest = tlsDigest(s)
@@ -724,7 +727,7 @@ func (a *Arbiter) spawnOne() bool {
 			maxReq += rand.IntN(s.MaxRequestsJitter + 1)
 		}
 	}
-	p, err := a.opts.spawn.spawn(spawnRequest{ID: id, Generation: a.generation, MaxRequests: maxReq, Settings: s}, a.events, a.eventsDone)
+	p, err := a.opts.spawn.spawn(spawnRequest{ID: id, Generation: a.generation, MaxRequests: maxReq, Settings: s, Files: a.configContents}, a.events, a.eventsDone)
 	if err != nil {
 		d := a.boot.fail(a.opts.now())
 		a.log.Error("cannot start a worker", "worker_id", id, "error", err, "backoff", d.String())

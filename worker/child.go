@@ -47,6 +47,10 @@ const (
 	EnvMaxRequests = "PADDOCK_WORKER_MAX_REQUESTS"
 	// EnvLogJSON: "1" when the master logs JSON.
 	EnvLogJSON = "PADDOCK_WORKER_LOG_JSON"
+	// EnvConfigFD (optional): a descriptor holding the config files the
+	// master validated, a JSON object of name → base64 contents; the
+	// worker builds from them rather than from the files on disk.
+	EnvConfigFD = "PADDOCK_WORKER_CONFIG_FD"
 )
 
 // Exit statuses of a worker process.
@@ -94,6 +98,7 @@ type childEnv struct {
 	config, app, server         string
 	settings                    *Settings
 	logJSON                     bool
+	files                       map[string][]byte // EnvConfigFD's contents
 }
 
 func readChildEnv(lookupEnv func(string) (string, bool)) (*childEnv, error) {
@@ -160,7 +165,34 @@ func readChildEnv(lookupEnv func(string) (string, bool)) (*childEnv, error) {
 	}
 	j, _ := lookupEnv(EnvLogJSON)
 	e.logJSON = j == "1"
+	if v, ok := lookupEnv(EnvConfigFD); ok {
+		fd, err := strconv.Atoi(v)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", EnvConfigFD, err)
+		}
+		if e.files, err = readConfigSnapshot(fd); err != nil {
+			return nil, fmt.Errorf("%s: %w", EnvConfigFD, err)
+		}
+	}
 	return &e, nil
+}
+
+// readConfigSnapshot reads and closes the config snapshot descriptor.
+func readConfigSnapshot(fd int) (map[string][]byte, error) {
+	f := os.NewFile(uintptr(fd), "paddock-config")
+	if f == nil {
+		return nil, fmt.Errorf("descriptor %d is not open", fd)
+	}
+	defer f.Close()
+	// The master wrote through a descriptor sharing this one's offset.
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return nil, err
+	}
+	var files map[string][]byte
+	if err := json.NewDecoder(f).Decode(&files); err != nil {
+		return nil, err
+	}
+	return files, nil
 }
 
 // workerSignals is how a worker treats signals: TERM drains, QUIT stops at
@@ -224,7 +256,7 @@ func RunWorker(ctx context.Context, opts ChildOptions) int {
 	if s.Umask >= 0 {
 		unix.Umask(s.Umask)
 	}
-	p, err := pipeline.Load(pipeline.LoadOptions{Path: env.config, Name: env.app, Kind: pipeline.ObjectApp, Registry: opts.Registry, Logger: log})
+	p, err := pipeline.Load(pipeline.LoadOptions{Path: env.config, Name: env.app, Kind: pipeline.ObjectApp, Registry: opts.Registry, Logger: log, Files: env.files})
 	if err != nil {
 		for _, ln := range lns {
 			ln.Close()
@@ -451,15 +483,17 @@ func (r *reloader) run(ctx context.Context, reloads <-chan Message) {
 func (r *reloader) reload(m Message) error {
 	log := r.log.With("generation", m.Generation)
 	start := time.Now()
-	p, err := pipeline.Load(pipeline.LoadOptions{Path: r.env.config, Name: r.env.app, Kind: pipeline.ObjectApp, Registry: r.registry, Logger: log})
+	p, err := pipeline.Load(pipeline.LoadOptions{Path: r.env.config, Name: r.env.app, Kind: pipeline.ObjectApp, Registry: r.registry, Logger: log, Files: m.Files})
 	if err != nil {
 		return fmt.Errorf("load generation %d: %w", m.Generation, err)
 	}
 	if m.ConfigSHA256 != "" {
-		// The digest covers the files of the new load; re-read them now:
-		// a file changed since the master validated it is refused (the
-		// master replaces this worker).
-		if sum, err := ConfigDigest(p.Files); err != nil || sum != m.ConfigSHA256 {
+		// The digest covers the files of the new load: from the message
+		// they are what the master validated, unless the load needed a
+		// file the master's did not; read from disk (a config too large
+		// to send) they may have changed since. Either way a mismatch is
+		// refused (the master replaces this worker).
+		if sum, err := ContentsDigest(p.Files, p.Contents); err != nil || sum != m.ConfigSHA256 {
 			p.Close()
 			if err != nil {
 				return fmt.Errorf("verify generation %d: %w", m.Generation, err)

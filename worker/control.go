@@ -117,11 +117,17 @@ func (a *Arbiter) reload(why string) (control.ReloadResult, error) {
 		ns, err = a.opts.Reload()
 	}
 	var (
-		files  []string
-		digest string
+		files    []string
+		digest   string
+		contents map[string][]byte
 	)
 	if err == nil {
-		files, digest, err = a.validatePipeline()
+		files, digest, contents, err = a.validatePipeline()
+	}
+	if len(files) > 0 {
+		if validated, ok := contents[files[0]]; ok {
+			data = validated // should the file have changed since readConfig
+		}
 	}
 	if err != nil {
 		a.lastReload = &control.ReloadOutcome{OK: false, At: start, Error: err.Error()}
@@ -189,7 +195,7 @@ func (a *Arbiter) reload(why string) (control.ReloadResult, error) {
 	a.settings = ns
 	a.recordConfig(data, nil)
 	if a.opts.ConfigPath != "" {
-		a.configFiles, a.configDigest = files, digest
+		a.configFiles, a.configDigest, a.configContents = files, digest, contents
 	}
 	if sections := changedSections(a.opts.ConfigPath, oldData, data); len(sections) > 0 {
 		changed = append(changed, sections...)
@@ -215,26 +221,26 @@ func (a *Arbiter) reload(why string) (control.ReloadResult, error) {
 }
 
 // validatePipeline builds the whole pipeline of the config file and
-// closes it; it returns the files the load read and their ConfigDigest.
-// Without a config path (tests) there is nothing to validate.
-func (a *Arbiter) validatePipeline() ([]string, string, error) {
+// closes it; it returns the files the load read, the digest of the bytes
+// it read (ContentsDigest) and those bytes. Without a config path (tests)
+// there is nothing to validate.
+func (a *Arbiter) validatePipeline() ([]string, string, map[string][]byte, error) {
 	if a.opts.ConfigPath == "" {
-		return nil, "", nil
+		return nil, "", nil, nil
 	}
 	p, err := pipeline.Load(pipeline.LoadOptions{Path: a.opts.ConfigPath, Name: a.opts.AppName, Kind: pipeline.ObjectApp, Registry: a.opts.Registry})
 	if err != nil {
-		return nil, "", err
+		return nil, "", nil, err
 	}
 	LogWarnings(a.log, p.Warnings)
-	files := p.Files
 	if err := p.Close(); err != nil {
 		a.log.Warn("close the validated pipeline", "error", err)
 	}
-	digest, err := ConfigDigest(files)
+	digest, err := ContentsDigest(p.Files, p.Contents)
 	if err != nil {
-		return nil, "", err
+		return nil, "", nil, err
 	}
-	return files, digest, nil
+	return p.Files, digest, p.Contents, nil
 }
 
 // reloadInPlace asks every ready worker to swap to the current
@@ -247,7 +253,7 @@ func (a *Arbiter) reloadInPlace() {
 		if w.state != stateReady || w.killed || w.retiring {
 			continue
 		}
-		m := Message{Type: MsgReload, Generation: a.generation, ConfigSHA256: a.configDigest}
+		m := Message{Type: MsgReload, Generation: a.generation, ConfigSHA256: a.configDigest, Files: inlineConfig(a.configContents)}
 		if err := w.proc.Send(m); err != nil {
 			w.log.Warn("cannot send reload; replacing the worker", "error", err)
 			w.reloadGen = 0
@@ -876,4 +882,18 @@ func changedSections(path string, old, new []byte) []string {
 		}
 	}
 	return out
+}
+
+// inlineConfig is what a reload message carries of the validated config:
+// all of it, or nothing when it is over MaxInlineConfig (the worker then
+// reads the files and checks their digest).
+func inlineConfig(contents map[string][]byte) map[string][]byte {
+	n := 0
+	for _, data := range contents {
+		n += len(data)
+	}
+	if n > MaxInlineConfig {
+		return nil
+	}
+	return contents
 }

@@ -51,10 +51,12 @@
 //
 //	{"type":"stop","mode":"graceful"|"immediate"} drain within graceful_timeout, or close now
 //	{"type":"reopen_logs"}                        (nothing to reopen yet; acknowledged)
-//	{"type":"reload","generation":G,"config_sha256":D}  build generation G and swap to it
+//	{"type":"reload","generation":G,"config_sha256":D,"files":{PATH:BASE64}}  build generation G and swap to it
 //
 // Anything else from a worker (not JSON, an unknown type, a line over 64
-// KiB) is logged and the worker killed and replaced.
+// KiB) is logged and the worker killed and replaced. A reload line may be
+// up to 16 MiB (MaxReloadMessageSize); every send to a worker gives up
+// after 5 s, so a stopped worker never blocks the master.
 //
 // Reload (SPEC §4): HUP, POST /v1/reload and the config watcher (package
 // reload, wired in cmd_watch.go; watch_config, on by default, workers >= 1
@@ -67,13 +69,18 @@
 // setting the worker processes were started with changed (anything but
 // workers, pidfile, control_socket, upgrade_timeout, watch_config) and the
 // TLS files' contents are the same, every ready worker gets reload. The
-// master sends the digest, not the bytes: ConfigDigest, a sha256 over
-// every file the validated load read (path and content sha256, in load
-// order), since a config may read other files and the channel's lines are
-// bounded. The worker builds the pipeline itself (pipeline.Load), computes
-// the digest of the files its load read, and refuses a mismatch (a file
-// edited after the master validated it); so a worker only ever swaps to
-// the generation the master validated. On success it swaps its handler
+// master sends the bytes its validating load read (every file of the
+// config, config: references included; pipeline.Pipeline.Contents) and
+// their digest (ContentsDigest: path and content sha256, in load order).
+// The worker builds the pipeline from those bytes (pipeline.LoadOptions
+// Files), never from the files as they are by then: a save landing while
+// workers load the previous one cannot make them disagree with the
+// master or restart. A worker started later (a roll, a crash, TTIN) gets
+// the same bytes in a memfd (PADDOCK_WORKER_CONFIG_FD), so a broken edit
+// on disk never reaches a new worker either. A config over 8 MiB is not
+// inlined in reload: the worker reads the files and refuses a digest
+// mismatch (it is then replaced). So a worker only ever serves the
+// generation the master validated. On success it swaps its handler
 // (swap.go: an atomic.Pointer to a refcounted generation): requests in
 // flight finish on the old graph, every next request, keep-alive
 // connections included, gets the new one, and the old Pipeline is closed

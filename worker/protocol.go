@@ -32,6 +32,14 @@ const (
 // longer line is garbage: the peer is broken.
 const MaxMessageSize = 64 << 10
 
+// MaxReloadMessageSize bounds a reload line, which carries the validated
+// config files (base64 in JSON); the master sends larger configs without
+// their contents (MaxInlineConfig) and workers read the files themselves.
+const MaxReloadMessageSize = 16 << 20
+
+// MaxInlineConfig is the most config bytes a reload carries.
+const MaxInlineConfig = 8 << 20
+
 // Direction says which side sent a message; each side accepts only the
 // types the other may send.
 type Direction int
@@ -70,6 +78,10 @@ type Message struct {
 	// master validated for a reload; the worker checks it against what it
 	// loaded.
 	ConfigSHA256 string `json:"config_sha256,omitempty"`
+	// Files are the contents of the config files the master validated
+	// (reload), by the names the load uses (pipeline.LoadOptions.Files):
+	// the worker builds from them, never from files that changed since.
+	Files map[string][]byte `json:"files,omitempty"`
 	// Command names the command an ack or unsupported answers.
 	Command string `json:"command,omitempty"`
 }
@@ -94,8 +106,8 @@ func (e *Encoder) Send(m Message) error {
 		return fmt.Errorf("encode %s: %w", m.Type, err)
 	}
 	b = append(b, '\n')
-	if len(b) > MaxMessageSize {
-		return fmt.Errorf("encode %s: %d bytes is over %d", m.Type, len(b), MaxMessageSize)
+	if limit := maxSize(m.Type); len(b) > limit {
+		return fmt.Errorf("encode %s: %d bytes is over %d", m.Type, len(b), limit)
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -107,20 +119,25 @@ func (e *Encoder) Send(m Message) error {
 
 // Decoder reads the messages one side accepts.
 type Decoder struct {
-	sc  *bufio.Scanner
-	dir Direction
+	sc    *bufio.Scanner
+	dir   Direction
+	limit int
 }
 
 // NewDecoder reads messages sent in direction dir from r.
 func NewDecoder(r io.Reader, dir Direction) *Decoder {
 	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 4096), MaxMessageSize)
-	return &Decoder{sc: sc, dir: dir}
+	limit := MaxMessageSize
+	if dir == FromMaster {
+		limit = MaxReloadMessageSize
+	}
+	sc.Buffer(make([]byte, 0, 4096), limit)
+	return &Decoder{sc: sc, dir: dir, limit: limit}
 }
 
 // Next returns the next message. At the end of the stream it returns
 // io.EOF; a line that is not a JSON object of a type this direction allows
-// (or is over MaxMessageSize) is an error wrapping ErrGarbage, after which
+// (or is over MaxMessageSize, MaxReloadMessageSize from the master) is an error wrapping ErrGarbage, after which
 // the decoder must not be used again.
 func (d *Decoder) Next() (Message, error) {
 	if !d.sc.Scan() {
@@ -129,7 +146,7 @@ func (d *Decoder) Next() (Message, error) {
 			return Message{}, io.EOF
 		}
 		if errors.Is(err, bufio.ErrTooLong) {
-			return Message{}, fmt.Errorf("%w: line over %d bytes", ErrGarbage, MaxMessageSize)
+			return Message{}, fmt.Errorf("%w: line over %d bytes", ErrGarbage, d.limit)
 		}
 		return Message{}, fmt.Errorf("read worker channel: %w", err)
 	}
@@ -150,4 +167,12 @@ func truncate(b []byte) string {
 		return string(b[:n]) + "..."
 	}
 	return string(b)
+}
+
+// maxSize is the longest line a message of type t may be.
+func maxSize(t string) int {
+	if t == MsgReload {
+		return MaxReloadMessageSize
+	}
+	return MaxMessageSize
 }

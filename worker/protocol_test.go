@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -49,7 +50,7 @@ func TestDecoder(t *testing.T) {
 				t.Fatalf("got %v, want %v", got, tc.want)
 			}
 			for i := range got {
-				if got[i] != tc.want[i] {
+				if !reflect.DeepEqual(got[i], tc.want[i]) {
 					t.Errorf("message %d = %+v, want %+v", i, got[i], tc.want[i])
 				}
 			}
@@ -78,12 +79,38 @@ func TestEncoderRoundTrip(t *testing.T) {
 	d := NewDecoder(&buf, FromWorker)
 	for _, want := range msgs {
 		got, err := d.Next()
-		if err != nil || got != want {
+		if err != nil || !reflect.DeepEqual(got, want) {
 			t.Fatalf("got %+v, %v; want %+v", got, err, want)
 		}
 	}
 	if err := e.Send(Message{Type: MsgBootError, Error: strings.Repeat("x", MaxMessageSize)}); err == nil {
 		t.Error("oversized message sent")
+	}
+}
+
+// A reload carries the validated config, larger than other messages may
+// be; only the worker side (FromMaster) accepts such a line.
+func TestReloadCarriesConfig(t *testing.T) {
+	var buf bytes.Buffer
+	e := NewEncoder(&buf)
+	files := map[string][]byte{"/etc/paddock/paste.ini": bytes.Repeat([]byte("# a long comment line\n"), 8000)}
+	want := Message{Type: MsgReload, Generation: 3, ConfigSHA256: "abc", Files: files}
+	if err := e.Send(want); err != nil {
+		t.Fatal(err)
+	}
+	if buf.Len() <= MaxMessageSize {
+		t.Fatalf("reload line of %d bytes: the test needs one over MaxMessageSize", buf.Len())
+	}
+	line := bytes.Clone(buf.Bytes())
+	got, err := NewDecoder(&buf, FromMaster).Next()
+	if err != nil || !reflect.DeepEqual(got, want) {
+		t.Fatalf("worker decoded %+v, %v", got.Type, err)
+	}
+	if _, err := NewDecoder(bytes.NewReader(line), FromWorker).Next(); !errors.Is(err, ErrGarbage) {
+		t.Errorf("master side decoded a %d-byte line: %v", len(line), err)
+	}
+	if err := e.Send(Message{Type: MsgReload, Files: map[string][]byte{"x": make([]byte, MaxReloadMessageSize)}}); err == nil {
+		t.Error("reload over MaxReloadMessageSize sent")
 	}
 }
 

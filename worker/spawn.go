@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -22,6 +23,9 @@ import (
 type spawnRequest struct {
 	ID, Generation, MaxRequests int
 	Settings                    *Settings
+	// Files are the validated config contents the worker builds from
+	// (passed in a memfd); nil: it reads the files.
+	Files map[string][]byte
 }
 
 // childProc is the master's handle on a started worker. Its exit and its
@@ -93,6 +97,20 @@ func (sp *execSpawner) spawn(req spawnRequest, events chan<- event, done <-chan 
 	}
 	parent := os.NewFile(uintptr(pair[0]), "paddock-channel-master")
 	child := os.NewFile(uintptr(pair[1]), "paddock-channel-worker")
+	extra := append(files, child)
+	var configEnv []string
+	if len(req.Files) > 0 {
+		snap, err := configSnapshot(req.Files)
+		if err != nil {
+			closeAll(files)
+			parent.Close()
+			child.Close()
+			return nil, err
+		}
+		defer snap.Close()
+		configEnv = []string{EnvConfigFD + "=" + strconv.Itoa(3+len(extra))}
+		extra = append(extra, snap)
+	}
 	logJSON := "0"
 	if sp.logJSON {
 		logJSON = "1"
@@ -102,7 +120,7 @@ func (sp *execSpawner) spawn(req spawnRequest, events chan<- event, done <-chan 
 		Args:       []string{sp.argv0, WorkerCommand},
 		Stdout:     sp.stderr,
 		Stderr:     sp.stderr,
-		ExtraFiles: append(files, child),
+		ExtraFiles: extra,
 		Env: append(append([]string(nil), sp.baseEnv...),
 			EnvWorker+"="+strconv.Itoa(req.ID),
 			EnvGeneration+"="+strconv.Itoa(req.Generation),
@@ -116,6 +134,7 @@ func (sp *execSpawner) spawn(req spawnRequest, events chan<- event, done <-chan 
 			EnvLogJSON+"="+logJSON,
 		),
 	}
+	cmd.Env = append(cmd.Env, configEnv...)
 	if sp.cred != nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: sp.cred}
 	}
@@ -222,7 +241,41 @@ type execProc struct {
 
 func (p *execProc) Pid() int { return p.cmd.Process.Pid }
 
-func (p *execProc) Send(m Message) error { return p.enc.Send(m) }
+// Send writes m, giving up after sendTimeout: a worker that does not
+// read its channel (stopped, wedged) must not block the master.
+func (p *execProc) Send(m Message) error {
+	if err := p.conn.SetWriteDeadline(time.Now().Add(sendTimeout)); err != nil {
+		return err
+	}
+	return p.enc.Send(m)
+}
+
+// sendTimeout bounds one message to a worker.
+const sendTimeout = 5 * time.Second
+
+// configSnapshot puts the validated config contents (JSON) in an
+// anonymous memory file for a new worker; a temporary file, unlinked at
+// once, where memfd_create is missing.
+func configSnapshot(files map[string][]byte) (*os.File, error) {
+	data, err := json.Marshal(files)
+	if err != nil {
+		return nil, fmt.Errorf("encode config snapshot: %w", err)
+	}
+	var f *os.File
+	if fd, err := unix.MemfdCreate("paddock-config", unix.MFD_CLOEXEC); err == nil {
+		f = os.NewFile(uintptr(fd), "paddock-config")
+	} else {
+		if f, err = os.CreateTemp("", "paddock-config-*"); err != nil {
+			return nil, fmt.Errorf("config snapshot: %w", err)
+		}
+		_ = os.Remove(f.Name())
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("config snapshot: %w", err)
+	}
+	return f, nil
+}
 
 func (p *execProc) Signal(sig syscall.Signal) error { return p.cmd.Process.Signal(sig) }
 

@@ -123,3 +123,19 @@ func ConfigDigest(files []string) (string, error) {
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
+
+// ContentsDigest is ConfigDigest over contents already read (a load's
+// pipeline.Pipeline.Contents), so the digest names exactly the bytes
+// that were validated.
+func ContentsDigest(files []string, contents map[string][]byte) (string, error) {
+	h := sha256.New()
+	for _, f := range files {
+		data, ok := contents[f]
+		if !ok {
+			return "", fmt.Errorf("worker: digest %s: not among the loaded contents", f)
+		}
+		sum := sha256.Sum256(data)
+		fmt.Fprintf(h, "%s\x00%x\n", f, sum)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
