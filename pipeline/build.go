@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -35,7 +36,14 @@ type LoadOptions struct {
 	// validated even if the files changed since. A file the load needs
 	// that is not in Files is read from disk.
 	Files map[string][]byte
+	// Metrics is what the metrics app serves: the server's Prometheus
+	// text exposition (a worker asks its master for the sum over every
+	// worker). Nil: the app answers 503 (paddock check, validation).
+	Metrics MetricsSource
 }
+
+// MetricsSource returns a Prometheus text exposition.
+type MetricsSource func(ctx context.Context) ([]byte, error)
 
 // Pipeline is a built handler graph and the resources it holds.
 type Pipeline struct {
@@ -100,7 +108,7 @@ func load(opts LoadOptions, collect bool) (*Pipeline, error) {
 	}
 	p := &Pipeline{}
 	st := &loadState{files: maps.Clone(opts.Files)}
-	w := &realWorld{st: st, reg: opts.Registry, log: opts.Logger, collect: collect, p: p}
+	w := &realWorld{st: st, reg: opts.Registry, log: opts.Logger, collect: collect, p: p, metrics: opts.Metrics}
 	st.world = w
 	v, err := st.load(opts.Path, opts.Name, opts.Kind)
 	main := opts.Path
@@ -255,6 +263,7 @@ type realWorld struct {
 	collect bool
 	errs    ErrorList
 	p       *Pipeline
+	metrics MetricsSource
 }
 
 func (w *realWorld) fail(err *Error) (any, error) {
@@ -357,6 +366,7 @@ func (w *realWorld) config(inv *invocation, spec string) *Config {
 		optPos:  optPos,
 		keys:    append([]string(nil), inv.local.keys...),
 		closers: &w.p.closers,
+		metrics: w.metrics,
 	}
 }
 

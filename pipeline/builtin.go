@@ -68,6 +68,7 @@ func RegisterBuiltins(r *Registry) {
 		"egg:Paste#translogger",
 		"paste.translogger:make_filter")
 	r.Register(headersFactory(), "egg:paddock#headers")
+	r.Register(metricsFactory(), "egg:paddock#metrics")
 
 	// Servers: paddock serves the app itself; these factories hand it the
 	// [server:] settings.

@@ -92,6 +92,7 @@ func TestCatRegisterBuiltins(t *testing.T) {
 		"paste.translogger:make_filter":                              KindFilter,
 		"egg:paddock#headers":                                        KindFilter,
 		"egg:paddock#http":                                           KindServer,
+		"egg:paddock#metrics":                                        KindApp,
 		"egg:paddock#main":                                           KindServer,
 		"egg:gunicorn#main":                                          KindServer,
 		"egg:Paste#http":                                             KindServer,

@@ -224,6 +224,9 @@ func (m *urlMap) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if meta := requestMeta(r); meta.route != nil {
+		*meta.route = ""
+	}
 	if m.notFound != nil {
 		m.notFound.ServeHTTP(w, r)
 		return
@@ -257,6 +260,12 @@ func requestHostPort(r *http.Request) (host, port string) {
 func (m *urlMap) mount(r *http.Request, prefix, p string, collapsed bool) *http.Request {
 	meta := requestMeta(r)
 	meta.scriptName += prefix
+	if meta.route != nil {
+		*meta.route = meta.scriptName
+		if *meta.route == "" {
+			*meta.route = "/"
+		}
+	}
 	// Request, URL and context in one allocation: this runs on every
 	// request that reaches a mounted app.
 	ur := new(urlRequest)

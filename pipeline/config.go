@@ -52,7 +52,12 @@ type Config struct {
 	keys    []string // local keys in file order
 	used    map[string]bool
 	closers *[]io.Closer
+	metrics MetricsSource
 }
+
+// Metrics is LoadOptions.Metrics: the server's metrics, for the metrics
+// app; nil outside a serving process.
+func (c *Config) Metrics() MetricsSource { return c.metrics }
 
 // NewConfig returns a Config for tests and for programs building handlers
 // without a file.

@@ -21,6 +21,9 @@ const metaKey ctxKey = 1
 type reqMeta struct {
 	scriptName string
 	requestID  string
+	// route, set by TrackRoute, is where urlmap writes the script name of
+	// the mount it routed the request to ("" when none matched).
+	route *string
 }
 
 // metaCtx is a context carrying a reqMeta. Every other method is the
@@ -115,4 +118,23 @@ func WithRequestID(r *http.Request, id string) *http.Request {
 	meta := requestMeta(r)
 	meta.requestID = id
 	return new(metaRequest).init(r, meta)
+}
+
+// routeRequest is a metaRequest and the route slot it points to, in one
+// allocation.
+type routeRequest struct {
+	metaRequest
+	route string
+}
+
+// TrackRoute returns a shallow copy of r and a slot that holds, once the
+// pipeline answered it, the route the request took: the script name of
+// the urlmap mount that served it ("/" for the root, or when the pipeline
+// has no urlmap), or "" when a urlmap matched no mount. Metrics label
+// requests with it: its values are bounded by the config.
+func TrackRoute(r *http.Request) (*http.Request, *string) {
+	rr := &routeRequest{route: "/"}
+	meta := requestMeta(r)
+	meta.route = &rr.route
+	return rr.metaRequest.init(r, meta), &rr.route
 }
