@@ -56,12 +56,12 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			checkCommand(),
 			ctlCommand(),
 			workerCommand(),
+			manCommand(),
 			{
 				Name:  "version",
-				Usage: "print the version",
+				Usage: "print the version, the commit and the Go toolchain",
 				Action: func(c *cli.Context) error {
-					fmt.Fprintf(c.App.Writer, "paddock %s\n", version)
-					return nil
+					return printVersion(c.App.Writer) // version.go
 				},
 			},
 		},

@@ -3,10 +3,12 @@ package main
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 
 	"paddock/pipeline"
+	"paddock/worker"
 )
 
 func checkCommand() *cli.Command {
@@ -64,6 +66,16 @@ func checkCommand() *cli.Command {
 			for _, w := range res.Warnings {
 				fmt.Fprintf(c.App.ErrWriter, "%s (warning)\n", w)
 			}
+			if kind == pipeline.ObjectApp {
+				// serve reads [server:main] too: its bad values
+				// (access_log_format, workers...) are config errors.
+				if serr := checkServerSettings(path); serr != nil {
+					if err == nil {
+						return cli.Exit(serr.Error(), exitFailed)
+					}
+					return cli.Exit(formatErrors(err)+"\n"+serr.Error(), exitFailed)
+				}
+			}
 			if err != nil {
 				return cli.Exit(formatErrors(err), exitFailed)
 			}
@@ -80,4 +92,25 @@ func formatErrors(err error) string {
 		return list.Error()
 	}
 	return err.Error()
+}
+
+// checkServerSettings resolves the [server:main] section of the config as
+// serve would, from the file alone (flags and PADDOCK_* variables belong
+// to serve's command line): nil when there is none or it is valid, else
+// one file:line line per bad setting.
+func checkServerSettings(path string) error {
+	srv, _, err := worker.LoadServer(path, "main", nil)
+	if err != nil {
+		var pe *pipeline.Error
+		var list pipeline.ErrorList
+		if errors.As(err, &pe) && pe.Section != "" && strings.HasPrefix(pe.Section, "server:") || errors.As(err, &list) {
+			return errors.New(formatErrors(err))
+		}
+		return nil // not the server's problem: the app check reports it
+	}
+	if srv == nil {
+		return nil
+	}
+	_, _, err = worker.Resolve(worker.Input{Server: srv, LookupEnv: func(string) (string, bool) { return "", false }})
+	return err
 }

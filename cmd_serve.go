@@ -106,12 +106,28 @@ func serveAction(c *cli.Context) error {
 		return cli.Exit("paddock serve: "+err.Error(), exitFailed)
 	}
 
+	// The error log (errorlog: stderr or a file) takes the master's and,
+	// through the master, the workers' log lines; a path that cannot be
+	// opened is a config error naming it (worker/logs.go).
+	errLog, err := worker.OpenErrorLog(settings, stderr)
+	if err != nil {
+		return cli.Exit(err.Error(), exitFailed)
+	}
+	defer func() {
+		if err := errLog.Close(); err != nil {
+			fmt.Fprintf(stderr, "paddock serve: error log %s: %v\n", errLog.Path(), err)
+		}
+	}()
 	log := hclog.New(&hclog.LoggerOptions{
 		Level:      settings.LogLevel,
-		Output:     stderr,
+		Output:     errLog.Writer(),
 		JSONFormat: c.String("log-format") == "json",
 	})
+	errLog.SetLogger(log.Named(logname.Master))
 	worker.LogWarnings(log.Named(logname.Master), append(loadWarnings, warnings...))
+	if err := worker.PrepareLogs(settings); err != nil {
+		return cli.Exit(err.Error(), exitFailed)
+	}
 
 	if settings.Workers == 0 {
 		if settings.User != "" || settings.Group != "" {
@@ -129,12 +145,16 @@ func serveAction(c *cli.Context) error {
 			Settings:      settings,
 			Logger:        log,
 			Registry:      pipeline.NewDefaultRegistry(),
+			Version:       version,
 			Opener:        upg,
 			OnReady:       func([]net.Addr) { _ = upg.Ready() },
 			StopListening: upg.Stop,
+			LogJSON:       c.String("log-format") == "json",
+			Stdout:        c.App.Writer,
+			ReopenLogs:    errLog.Reopen,
 		})
 	} else {
-		err = runArbiter(c.Context, c, path, settings, log)
+		err = runArbiter(c.Context, c, path, settings, log, errLog)
 	}
 	if err == nil {
 		return nil
@@ -159,7 +179,7 @@ func serveAction(c *cli.Context) error {
 // the precedence of SPEC §7 holds across reloads: a setting given by a
 // flag or a PADDOCK_* variable keeps that value whatever the file now
 // says; only settings the file (or the default) decided follow the edit.
-func runArbiter(ctx context.Context, c *cli.Context, path string, settings *worker.Settings, log hclog.Logger) error {
+func runArbiter(ctx context.Context, c *cli.Context, path string, settings *worker.Settings, log hclog.Logger, errLog *worker.ErrorLog) error {
 	flags := commandLineSettings(c)
 	serverName := c.String("server")
 	appName := c.String("name")
@@ -215,7 +235,11 @@ func runArbiter(ctx context.Context, c *cli.Context, path string, settings *work
 			return askNewMaster(ctx, sockPath)
 		},
 		Version: version,
-		Stderr:  c.App.ErrWriter,
+		// Workers log into the error log (through the master when it is
+		// a file); accesslog = - is the master's stdout.
+		Stderr:     errLog.Writer(),
+		Stdout:     c.App.Writer,
+		ReopenLogs: errLog.Reopen,
 		Reload: func() (*worker.Settings, error) {
 			server, _, err := worker.LoadServer(path, serverName, nil)
 			if err != nil {
@@ -226,6 +250,10 @@ func runArbiter(ctx context.Context, c *cli.Context, path string, settings *work
 				return nil, err
 			}
 			if _, err := worker.ApplyActivation(ns); err != nil {
+				return nil, err
+			}
+			// A new accesslog must be writable before workers roll onto it.
+			if err := worker.PrepareLogs(ns); err != nil {
 				return nil, err
 			}
 			// The arbiter validates the whole pipeline itself.
@@ -426,7 +454,7 @@ func workerCommand() *cli.Command {
 		Hidden:          true,
 		SkipFlagParsing: true,
 		Action: func(c *cli.Context) error {
-			code := worker.RunWorker(c.Context, worker.ChildOptions{Stderr: c.App.ErrWriter})
+			code := worker.RunWorker(c.Context, worker.ChildOptions{Stderr: c.App.ErrWriter, Stdout: c.App.Writer})
 			if code != worker.ExitWorkerOK {
 				return cli.Exit("", code)
 			}

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -193,6 +194,9 @@ func TestWorkersDropPrivileges(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd := exec.Command("paddock", "serve", cfg)
+	// The master runs with supplementary groups (root's shell often has
+	// some); the workers must not keep them.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 0, Gid: 0, Groups: []uint32{0, 4242}}}
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
@@ -239,6 +243,26 @@ func TestWorkersDropPrivileges(t *testing.T) {
 	}
 	if got := uidOf(strconv.Itoa(cmd.Process.Pid)); got != "0" {
 		t.Errorf("master runs as uid %s, want 0", got)
+	}
+	// Supplementary groups are nobody's own (initgroups), not root's.
+	wantGroups, err := nobody.GroupIds()
+	if err != nil {
+		t.Fatal(err)
+	}
+	status, err := os.ReadFile("/proc/" + workerPID + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.Lines(string(status)) {
+		if f, ok := strings.CutPrefix(line, "Groups:"); ok {
+			got := strings.Fields(f)
+			for _, g := range got {
+				if g == "0" || g == "4242" || !slices.Contains(wantGroups, g) {
+					t.Errorf("worker supplementary groups %v, want a subset of nobody's %v", got, wantGroups)
+					break
+				}
+			}
+		}
 	}
 	cmd.Process.Signal(syscall.SIGTERM)
 	if err := cmd.Wait(); err != nil {

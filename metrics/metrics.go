@@ -86,10 +86,9 @@ func NewHTTP(id int) *HTTP {
 }
 
 // Route is how Instrument learns where a request was routed: it returns
-// the request to serve (which may carry a slot the pipeline fills) and a
-// function that reads the route once the handler returned ("" when
-// nothing routed it).
-type Route func(r *http.Request) (*http.Request, func() string)
+// the request to serve, carrying a slot the pipeline fills, and that slot,
+// read once the handler returned ("" when no route matched).
+type Route func(r *http.Request) (*http.Request, *string)
 
 // Instrument counts every request next answers. route may be nil (every
 // request's route is "/").
@@ -98,21 +97,18 @@ func (m *HTTP) Instrument(next http.Handler, route Route) http.Handler {
 		start := time.Now()
 		m.inFlight.Inc()
 		rw := &statusWriter{ResponseWriter: w}
-		read := noRoute
+		slot := &rootRoute
 		if route != nil {
-			r, read = route(r)
+			r, slot = route(r)
 		}
 		defer func() {
 			m.inFlight.Dec()
 			method := Method(r.Method)
-			rt := read()
-			switch {
-			case route == nil:
-				rt = "/"
-			case rt == "":
+			rt := *slot
+			if rt == "" {
 				rt = "unmatched"
 			}
-			m.requests.WithLabelValues(strconv.Itoa(rw.code()), method, rt).Inc()
+			m.requests.WithLabelValues(codeLabel(rw.code()), method, rt).Inc()
 			m.duration.WithLabelValues(method, rt).Observe(time.Since(start).Seconds())
 			m.served.Inc()
 		}()
@@ -120,14 +116,33 @@ func (m *HTTP) Instrument(next http.Handler, route Route) http.Handler {
 	})
 }
 
-func noRoute() string { return "" }
+// rootRoute is the route of every request when there is no Route.
+var rootRoute = "/"
 
 // Snapshot is the worker's registry, protobuf-delimited, for the master.
-func (m *HTTP) Snapshot() ([]byte, error) { return encode(m.reg, expfmt.NewFormat(expfmt.TypeProtoDelim)) }
+func (m *HTTP) Snapshot() ([]byte, error) {
+	return encode(m.reg, expfmt.NewFormat(expfmt.TypeProtoDelim))
+}
 
 // Registry is the worker's registry (a server without workers serves it
 // directly).
 func (m *HTTP) Registry() *prometheus.Registry { return m.reg }
+
+// codeLabels are the status codes as label values, made once.
+var codeLabels = func() [600]string {
+	var t [600]string
+	for i := 100; i < len(t); i++ {
+		t[i] = strconv.Itoa(i)
+	}
+	return t
+}()
+
+func codeLabel(code int) string {
+	if code >= 100 && code < len(codeLabels) {
+		return codeLabels[code]
+	}
+	return strconv.Itoa(code)
+}
 
 // methods are the RFC 9110 (and PATCH) methods kept as label values.
 var methods = []string{"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}

@@ -16,7 +16,7 @@ func serve(t *testing.T, m *HTTP, method string, code, n int, route string) {
 			w.WriteHeader(code)
 		}
 		_, _ = w.Write([]byte("x"))
-	}), func(r *http.Request) (*http.Request, func() string) { return r, func() string { return route } })
+	}), func(r *http.Request) (*http.Request, *string) { rt := route; return r, &rt })
 	for range n {
 		h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(method, "/", nil))
 	}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -72,8 +73,16 @@ type ArbiterOptions struct {
 	Executable string
 	// Argv0 is the workers' argv[0]; "" means os.Args[0].
 	Argv0 string
-	// Stderr is where workers write their logs; nil means os.Stderr.
+	// Stderr is where workers write their logs; nil means os.Stderr. When
+	// it is not a file (the errorlog writer), the master copies each
+	// worker's stderr into it line by line (logs.go).
 	Stderr io.Writer
+	// Stdout is the workers' stdout (accesslog = -); nil means os.Stdout.
+	Stdout io.Writer
+	// ReopenLogs, if set, reopens the master's own log files (the
+	// errorlog file) on USR1 and ReopenLogs, before the workers are told
+	// to reopen theirs (logs.go).
+	ReopenLogs func() error
 	// Reload re-reads the config for HUP: it returns the new settings
 	// after validating the pipeline, or an error (file:line) that leaves
 	// the running workers alone. Nil makes HUP roll the workers on the
@@ -119,6 +128,8 @@ type ArbiterOptions struct {
 	spawn spawner
 	// now replaces time.Now in tests.
 	now func() time.Time
+	// getenv replaces os.Getenv for systemd's variables in tests.
+	getenv func(string) string
 }
 
 // Arbiter is the master of the pre-fork model: it owns the listeners and
@@ -139,7 +150,10 @@ type Arbiter struct {
 	// retiring are listener sets a reload removed from the config: they
 	// are retired (listener.Set.Retire) once every worker runs generation
 	// gen or later, so a removed bind accepts until the new workers serve.
-	retiring   []retiringSet
+	retiring []retiringSet
+	// metrics are the master's metrics and its workers' snapshots
+	// (metrics_master.go).
+	metrics    masterMetrics
 	events     chan event
 	workers    map[int]*wproc // by pid
 	nextID     int
@@ -174,7 +188,13 @@ type Arbiter struct {
 	upgraded       bool                // a new master took over
 	upgradeWaiters []*upgradeWaiter    // Upgrade calls waiting for it
 	upgradeC       chan upgradeOutcome // from the upgrade goroutine (1 slot)
+	reopenWaiters  []*reopenWaiter     // ReopenLogs calls waiting for acks (logs.go)
 	pidfileDone    bool                // the pidfile names this master
+	// systemd (notify.go).
+	notify    *notifier
+	notifyGen int          // a good reload's generation awaiting READY=1 (0: none)
+	created   time.Time    // monotonic base of loopBeat
+	loopBeat  atomic.Int64 // when the Run loop last went round, since created (0: not yet)
 }
 
 type retiringSet struct {
@@ -245,6 +265,9 @@ func NewArbiter(opts ArbiterOptions) (*Arbiter, error) {
 	if opts.now == nil {
 		opts.now = time.Now
 	}
+	if opts.getenv == nil {
+		opts.getenv = os.Getenv
+	}
 	if opts.spawn == nil && opts.Executable == "" {
 		exe, err := ownExecutable()
 		if err != nil {
@@ -275,6 +298,9 @@ func NewArbiter(opts ArbiterOptions) (*Arbiter, error) {
 		workers:  make(map[int]*wproc),
 		target:   opts.Settings.Workers,
 		upgradeC: make(chan upgradeOutcome, 1),
+		metrics:  newMasterMetrics(opts.Version),
+		notify:   newNotifier(opts.getenv, opts.Logger.Named(logname.Master)),
+		created:  time.Now(),
 	}, nil
 }
 
@@ -285,6 +311,7 @@ func NewArbiter(opts ArbiterOptions) (*Arbiter, error) {
 // worker could boot at first start.
 func (a *Arbiter) Run(ctx context.Context) error {
 	defer close(a.done)
+	defer a.failGathers(ErrNotRunning) // before done closes: scrapes in progress get an answer
 	s := a.settings
 	if a.target < 1 {
 		return errors.New("worker: Run: workers must be at least 1 (0 serves in-process)")
@@ -329,8 +356,15 @@ func (a *Arbiter) Run(ctx context.Context) error {
 			spec := set.Specs()[i]
 			llog.Info("listening", "addr", ln.Addr().String(), "network", spec.Network, "bind", spec.String())
 		}
+		if s.MetricsBind != nil {
+			stop, err := serveMetrics(ctx, *s.MetricsBind, a.opts.Opener, a.Metrics, llog)
+			if err != nil {
+				return err
+			}
+			defer stop()
+		}
 		a.opts.spawn = &execSpawner{
-			exe: a.opts.Executable, argv0: a.opts.Argv0, set: set, stderr: a.opts.Stderr,
+			exe: a.opts.Executable, argv0: a.opts.Argv0, set: set, stderr: a.opts.Stderr, stdout: a.opts.Stdout,
 			baseEnv: workerEnv(os.Environ()), config: a.opts.ConfigPath, app: a.opts.AppName,
 			serverName: a.opts.ServerName, logJSON: a.opts.LogJSON, cred: cred,
 		}
@@ -357,6 +391,8 @@ func (a *Arbiter) Run(ctx context.Context) error {
 	}
 	a.started = a.opts.now()
 	a.log.Info("master started", "pid", pid, "config", a.opts.ConfigPath, "workers", a.target)
+	stopWatchdog := a.startWatchdog()
+	defer stopWatchdog()
 	err = a.loop(ctx, sigC)
 	a.log.Info("stopped")
 	return err
@@ -378,6 +414,7 @@ func (a *Arbiter) loop(ctx context.Context, sigC <-chan os.Signal) error {
 	ctxDone := ctx.Done()
 	a.manage()
 	for {
+		a.beat()
 		if a.mode != modeRunning && len(a.workers) == 0 {
 			return a.bootErr
 		}
@@ -399,7 +436,9 @@ func (a *Arbiter) loop(ctx context.Context, sigC <-chan os.Signal) error {
 		}
 		a.manage()
 		a.notifyWaiters()
+		a.notifyRolled()
 		a.retireListeners()
+		a.finishGathers()
 	}
 }
 
@@ -451,6 +490,7 @@ func (a *Arbiter) handleEvent(ev event) {
 	case ev.exited:
 		delete(a.workers, ev.pid)
 		w.proc.Close()
+		a.metricsWorkerGone(ev.pid)
 		reason := w.reason
 		if reason == "" {
 			reason = "died unexpectedly"
@@ -490,6 +530,7 @@ func (a *Arbiter) handleEvent(ev event) {
 			if !a.readyOnce && a.upgradeReady() {
 				a.readyOnce = true
 				a.log.Info("ready", "pid", os.Getpid(), "workers", a.target)
+				a.notifyStarted()
 				a.writeUpgradePidfile()
 				if a.opts.OnReady != nil && a.set != nil {
 					addrs := []net.Addr{}
@@ -512,8 +553,15 @@ func (a *Arbiter) handleEvent(ev event) {
 			}
 		case MsgReloaded, MsgReloadFailed:
 			a.reloadAnswered(w, m)
+		case MsgMetrics:
+			a.metricsFrom(w, m) // metrics_master.go
+		case MsgMetricsGather:
+			a.metricsGather(w, m)
 		case MsgAck, MsgUnsupported:
 			w.log.Debug("worker answered", "type", m.Type, "command", m.Command)
+			if m.Command == MsgReopenLogs {
+				a.reopenAnswered(w, m) // logs.go
+			}
 		}
 	}
 }
@@ -562,6 +610,7 @@ func (a *Arbiter) stopAll(mode arbiterMode) {
 		return
 	}
 	a.mode = mode
+	a.notifyStopping(mode)
 	// Stop accepting at once: the workers' own descriptors close as they
 	// drain, and the master's copy must not keep the socket listening
 	// (connections would queue where nobody accepts, then be reset).

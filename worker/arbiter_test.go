@@ -94,12 +94,28 @@ func startArbiter(t *testing.T, mutate func(*Settings)) *harness {
 // startArbiterWith is startArbiter with a Reload hook.
 func startArbiterWith(t *testing.T, mutate func(*Settings), reload func() (*Settings, error)) *harness {
 	t.Helper()
-	s := &Settings{Workers: 2, Timeout: 30 * time.Second, GracefulTimeout: 5 * time.Second, Umask: -1}
+	s := harnessSettings()
 	if mutate != nil {
 		mutate(s)
 	}
+	return runHarness(t, ArbiterOptions{Settings: s, Reload: reload})
+}
+
+// harnessSettings are the settings the harness tests start from.
+func harnessSettings() *Settings {
+	return &Settings{Workers: 2, Timeout: 30 * time.Second, GracefulTimeout: 5 * time.Second, Umask: -1}
+}
+
+// runHarness runs an arbiter with opts, its workers fake (the harness's
+// spawner) and its signals the harness's, until the test ends.
+func runHarness(t *testing.T, opts ArbiterOptions) *harness {
+	t.Helper()
 	h := &harness{t: t, sp: &fakeSpawner{spawned: make(chan *fakeProc, 32)}, sigs: make(chan os.Signal, 4), errc: make(chan error, 1)}
-	a, err := NewArbiter(ArbiterOptions{Settings: s, Signals: h.sigs, spawn: h.sp, Reload: reload, Version: "test"})
+	opts.Signals, opts.spawn = h.sigs, h.sp
+	if opts.Version == "" {
+		opts.Version = "test"
+	}
+	a, err := NewArbiter(opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -83,8 +83,11 @@ func IsWorker(lookupEnv func(string) (string, bool)) bool {
 
 // ChildOptions is what RunWorker needs besides the environment contract.
 type ChildOptions struct {
-	// Stderr receives the worker's logs (the master's stderr, inherited).
+	// Stderr receives the worker's logs (the master's stderr, inherited;
+	// a pipe into the master's error log when errorlog is a file).
 	Stderr io.Writer
+	// Stdout is where accesslog = - writes; nil means os.Stdout.
+	Stdout io.Writer
 	// Registry holds the factories; nil means pipeline.NewDefaultRegistry.
 	Registry *pipeline.Registry
 	// LookupEnv reads the contract; nil means os.LookupEnv.
@@ -234,6 +237,8 @@ func RunWorker(ctx context.Context, opts ChildOptions) int {
 	}
 	defer conn.Close()
 	enc := NewEncoder(conn)
+	wm := newWorkerMetrics(env.id, enc)
+	defer wm.close()
 
 	files := make([]*os.File, len(env.specs))
 	for i, spec := range env.specs {
@@ -256,7 +261,19 @@ func RunWorker(ctx context.Context, opts ChildOptions) int {
 	if s.Umask >= 0 {
 		unix.Umask(s.Umask)
 	}
-	p, err := pipeline.Load(pipeline.LoadOptions{Path: env.config, Name: env.app, Kind: pipeline.ObjectApp, Registry: opts.Registry, Logger: log, Files: env.files})
+	// The access log's generation is the one serving (swap, set below
+	// before any request).
+	var swap *swapHandler
+	access, err := openAccessLog(s, env.logJSON, opts.Stdout,
+		serverVars(env.app, env.id, func() int { return swap.Current().gen }), baseLog)
+	if err != nil {
+		for _, ln := range lns {
+			ln.Close()
+		}
+		return bootErr(err)
+	}
+	defer access.close() // after the goroutines below: flushes what is buffered
+	p, err := pipeline.Load(pipeline.LoadOptions{Path: env.config, Name: env.app, Kind: pipeline.ObjectApp, Registry: opts.Registry, Logger: log, Files: env.files, Metrics: wm.source})
 	if err != nil {
 		for _, ln := range lns {
 			ln.Close()
@@ -270,7 +287,7 @@ func RunWorker(ctx context.Context, opts ChildOptions) int {
 			baseLog.Warn("close retired pipeline", "generation", gen, "error", err)
 		}
 	}
-	swap := newSwapHandler(newHandlerGen(env.generation, p.Handler, p, onClose))
+	swap = newSwapHandler(newHandlerGen(env.generation, p.Handler, p, onClose))
 	defer swap.Close()
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -281,6 +298,7 @@ func RunWorker(ctx context.Context, opts ChildOptions) int {
 	if s.DebugWorkerHeader {
 		h = workerHeader(h, pid)
 	}
+	h = observe(h, access, wm.http) // metrics and the access log, outermost (logs.go)
 	srv := newServer(ctx, h, s, log)
 	srv.start(lns)
 
@@ -288,11 +306,14 @@ func RunWorker(ctx context.Context, opts ChildOptions) int {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel() // runs before wg.Wait: ends the goroutines below
-	wg.Go(func() { childSignals(ctx, stop, baseLog) })
+	// USR1 and reopen_logs (true: the master waits for an ack).
+	reopens := make(chan bool, 4)
+	wg.Go(func() { childSignals(ctx, stop, reopens, baseLog) })
+	wg.Go(func() { reopenLoop(ctx, access, enc, reopens, baseLog) })
 	reloads := make(chan Message, 4)
-	rl := &reloader{swap: swap, enc: enc, env: env, registry: opts.Registry, log: baseLog, onClose: onClose}
+	rl := &reloader{swap: swap, enc: enc, env: env, registry: opts.Registry, log: baseLog, onClose: onClose, metrics: wm.source}
 	wg.Go(func() { rl.run(ctx, reloads) })
-	wg.Go(func() { readCommands(ctx, conn, enc, stop, reloads, baseLog) })
+	wg.Go(func() { readCommands(ctx, conn, enc, stop, reloads, reopens, wm, baseLog) })
 	if err := enc.Send(Message{Type: MsgReady, Pid: pid}); err != nil {
 		log.Warn("cannot report ready; draining", "error", err)
 		stop <- StopGraceful
@@ -307,13 +328,17 @@ func RunWorker(ctx context.Context, opts ChildOptions) int {
 		log.Error("serving failed", "error", err, "generation", swap.Current().gen)
 		return ExitWorkerServeError
 	}
+	// The master keeps this worker's counts in its sums after it exits.
+	if err := wm.sendSnapshot(0); err != nil {
+		log.Debug("cannot send the last metrics", "error", err)
+	}
 	log.Info("exiting", "requests", st.requests.Load(), "generation", swap.Current().gen)
 	return ExitWorkerOK
 }
 
 // childSignals turns TERM into a graceful stop and QUIT into an immediate
-// one until ctx is done; USR1 reopens logs (nothing to reopen yet).
-func childSignals(ctx context.Context, stop chan<- Stop, log hclog.Logger) {
+// one until ctx is done; USR1 reopens the log files (reopenLoop).
+func childSignals(ctx context.Context, stop chan<- Stop, reopens chan<- bool, log hclog.Logger) {
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGQUIT, syscall.SIGUSR1)
 	defer signal.Stop(sigs)
@@ -324,7 +349,11 @@ func childSignals(ctx context.Context, stop chan<- Stop, log hclog.Logger) {
 		case sig := <-sigs:
 			switch sig {
 			case syscall.SIGUSR1:
-				log.Debug("signal USR1: reopen logs (no log files to reopen yet)")
+				log.Info("signal received", "signal", "USR1", "action", "reopen logs")
+				select {
+				case reopens <- false:
+				default: // reopens already queued do it
+				}
 				continue
 			case syscall.SIGQUIT:
 				log.Info("signal received", "signal", "QUIT", "stop", StopImmediate.String())
@@ -346,7 +375,7 @@ func trySend(c chan<- Stop, st Stop) {
 
 // readCommands obeys the master until the channel ends. EOF means the
 // master is gone: drain, so no orphan keeps serving a stale config.
-func readCommands(ctx context.Context, conn net.Conn, enc *Encoder, stop chan<- Stop, reloads chan<- Message, log hclog.Logger) {
+func readCommands(ctx context.Context, conn net.Conn, enc *Encoder, stop chan<- Stop, reloads chan<- Message, reopens chan<- bool, wm *workerMetrics, log hclog.Logger) {
 	go func() { // unblock the read below when the worker is done
 		<-ctx.Done()
 		conn.SetReadDeadline(time.Now())
@@ -375,12 +404,48 @@ func readCommands(ctx context.Context, conn net.Conn, enc *Encoder, stop chan<- 
 			log.Debug("stop requested", "mode", st.String())
 			trySend(stop, st)
 		case MsgReopenLogs:
-			_ = enc.Send(Message{Type: MsgAck, Command: MsgReopenLogs})
+			select {
+			case reopens <- true:
+			default:
+				_ = enc.Send(Message{Type: MsgAck, Command: MsgReopenLogs, Error: "too many reopens queued"})
+			}
 		case MsgReload:
 			select {
 			case reloads <- m:
 			default:
 				_ = enc.Send(Message{Type: MsgReloadFailed, Generation: m.Generation, Error: "too many reloads queued"})
+			}
+		case MsgMetricsRequest, MsgMetricsResult:
+			if err := wm.handle(m); err != nil {
+				log.Warn("cannot send metrics", "error", err)
+			}
+		}
+	}
+}
+
+// reopenLoop reopens the access log file at its path (USR1, or the
+// master's reopen_logs, answered with an ack naming any error) until ctx
+// is done, in its own goroutine so that a slow disk never holds the
+// master's commands. When the path cannot be opened the old file is
+// kept. (The error log is the master's: a worker's stderr needs no
+// reopening.)
+func reopenLoop(ctx context.Context, access *accessLog, enc *Encoder, reopens <-chan bool, log hclog.Logger) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ack := <-reopens:
+			ans := Message{Type: MsgAck, Command: MsgReopenLogs}
+			if err := access.reopen(); err != nil {
+				log.Error("cannot reopen the access log; still writing to the old file", "error", err)
+				ans.Error = err.Error()
+			} else if access != nil {
+				log.Info("log files reopened", "accesslog", access.file.Path())
+			}
+			if ack {
+				if err := enc.Send(ans); err != nil {
+					log.Warn("cannot answer reopen_logs", "error", err)
+				}
 			}
 		}
 	}
@@ -455,6 +520,7 @@ type reloader struct {
 	registry *pipeline.Registry
 	log      hclog.Logger
 	onClose  func(int, error)
+	metrics  pipeline.MetricsSource
 }
 
 // run obeys reload messages until ctx is done.
@@ -483,7 +549,7 @@ func (r *reloader) run(ctx context.Context, reloads <-chan Message) {
 func (r *reloader) reload(m Message) error {
 	log := r.log.With("generation", m.Generation)
 	start := time.Now()
-	p, err := pipeline.Load(pipeline.LoadOptions{Path: r.env.config, Name: r.env.app, Kind: pipeline.ObjectApp, Registry: r.registry, Logger: log, Files: m.Files})
+	p, err := pipeline.Load(pipeline.LoadOptions{Path: r.env.config, Name: r.env.app, Kind: pipeline.ObjectApp, Registry: r.registry, Logger: log, Files: m.Files, Metrics: r.metrics})
 	if err != nil {
 		return fmt.Errorf("load generation %d: %w", m.Generation, err)
 	}

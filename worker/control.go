@@ -79,16 +79,6 @@ func (a *Arbiter) setTarget(n int, why string) (previous, target int, err error)
 	return previous, n, nil
 }
 
-// reopenLogs tells every worker to reopen its log files (USR1,
-// ReopenLogs). The master logs to stderr only, which needs no reopening.
-func (a *Arbiter) reopenLogs() {
-	for _, w := range a.sorted() {
-		if err := w.proc.Send(Message{Type: MsgReopenLogs}); err != nil {
-			w.log.Debug("cannot send reopen_logs", "error", err)
-		}
-	}
-}
-
 // reloadAckTimeout bounds how long the master waits for a worker to
 // answer an in-place reload; one that does not is rolled.
 const reloadAckTimeout = 10 * time.Second
@@ -106,10 +96,12 @@ const reloadAckTimeout = 10 * time.Second
 // opened fails the reload. Settings that need a new master (reuse_port,
 // control_socket, watch_config) are kept and reported as needing a
 // restart.
-func (a *Arbiter) reload(why string) (control.ReloadResult, error) {
+func (a *Arbiter) reload(why string) (res control.ReloadResult, err error) {
 	if a.mode != modeRunning {
 		return control.ReloadResult{}, errStopping
 	}
+	a.notifyReloadBegins(why)
+	defer func() { a.notifyReloadEnded(res, err) }()
 	start := a.opts.now()
 	data, err := a.readConfig()
 	ns := a.settings
@@ -131,6 +123,7 @@ func (a *Arbiter) reload(why string) (control.ReloadResult, error) {
 	}
 	if err != nil {
 		a.lastReload = &control.ReloadOutcome{OK: false, At: start, Error: err.Error()}
+		a.metrics.reg.Reloaded(false, a.generation)
 		a.log.Error("reload failed; keeping the running workers", "by", why, "error", err)
 		return control.ReloadResult{}, configError(err)
 	}
@@ -150,6 +143,14 @@ func (a *Arbiter) reload(why string) (control.ReloadResult, error) {
 		keep("reuse_port", ns.ReusePort != a.settings.ReusePort, func() { ns.ReusePort = a.settings.ReusePort })
 		keep("control_socket", ns.ControlSocket != a.settings.ControlSocket, func() { ns.ControlSocket = a.settings.ControlSocket })
 		keep("watch_config", ns.WatchConfig != a.settings.WatchConfig, func() { ns.WatchConfig = a.settings.WatchConfig })
+		keep("metrics_bind", !reflect.DeepEqual(ns.MetricsBind, a.settings.MetricsBind), func() { ns.MetricsBind = a.settings.MetricsBind })
+		// The workers' credentials are resolved once, at start; the
+		// pidfile is written once.
+		keep("user", ns.User != a.settings.User, func() { ns.User = a.settings.User })
+		keep("group", ns.Group != a.settings.Group, func() { ns.Group = a.settings.Group })
+		keep("pidfile", ns.Pidfile != a.settings.Pidfile, func() { ns.Pidfile = a.settings.Pidfile })
+		// The master opened the error log at start (logs.go).
+		keep("errorlog", ns.ErrorLog != a.settings.ErrorLog, func() { ns.ErrorLog = a.settings.ErrorLog })
 		// tableflip takes its timeout once, when the master starts.
 		keep("upgrade_timeout", ns.UpgradeTimeout != a.settings.UpgradeTimeout, func() { ns.UpgradeTimeout = a.settings.UpgradeTimeout })
 		if ns.Workers < 1 {
@@ -174,6 +175,7 @@ func (a *Arbiter) reload(why string) (control.ReloadResult, error) {
 				err = fmt.Errorf("%s: bind: %w", o.Where, err)
 			}
 			a.lastReload = &control.ReloadOutcome{OK: false, At: start, Error: err.Error()}
+			a.metrics.reg.Reloaded(false, a.generation)
 			a.log.Error("reload failed; keeping the running workers and listeners", "by", why, "error", err)
 			return control.ReloadResult{}, configError(err)
 		}
@@ -205,6 +207,7 @@ func (a *Arbiter) reload(why string) (control.ReloadResult, error) {
 	}
 	a.generation++
 	a.lastReload = &control.ReloadOutcome{OK: true, At: start}
+	a.metrics.reg.Reloaded(true, a.generation)
 	if next != nil {
 		a.useListeners(next)
 		if len(retired.Specs()) > 0 {
@@ -320,6 +323,7 @@ func sameProcessSettings(old, new *Settings) bool {
 		c := *s
 		c.Workers, c.Origins, c.Pidfile, c.ControlSocket, c.UpgradeTimeout, c.WatchConfig = 0, nil, "", "", 0, false
 		c.Backlog = 0 // a property of the master's sockets
+		c.MetricsBind = nil
 		return c
 	}
 	return reflect.DeepEqual(strip(old), strip(new))
@@ -436,6 +440,7 @@ func (a *Arbiter) rolled(gen int) bool {
 // notifyWaiters wakes the Reload calls whose roll is done, or that gave
 // up, or that never will be (the master stops).
 func (a *Arbiter) notifyWaiters() {
+	a.checkReopenWaiters() // logs.go
 	keep := a.waiters[:0]
 	for _, w := range a.waiters {
 		switch {
@@ -785,12 +790,6 @@ func (a *Arbiter) Pipeline(ctx context.Context, format string) ([]byte, error) {
 		return []byte(pipeline.GraphText(g)), nil
 	}
 	return nil, fmt.Errorf("worker: pipeline format %q: want json, text or dot: %w", format, control.ErrBadRequest)
-}
-
-// ReopenLogs is USR1: every worker reopens its log files.
-func (a *Arbiter) ReopenLogs(ctx context.Context) error {
-	_, err := a.do(ctx, func() any { a.reopenLogs(); return nil })
-	return err
 }
 
 // Listeners is GET /v1/listeners.

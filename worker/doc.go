@@ -42,7 +42,7 @@
 //	{"type":"boot_error","error":"..."}           pipeline or listeners failed; exits ExitWorkerBootError
 //	{"type":"heartbeat","requests":N,"in_flight":M}  at least every timeout/4 (≤ 10 s)
 //	{"type":"retire","requests":N,"in_flight":M}  max_requests reached: replace me
-//	{"type":"ack","command":"reopen_logs"}        answer to reopen_logs
+//	{"type":"ack","command":"reopen_logs"[,"error":"..."]}  answer to reopen_logs; error: the file that could not be reopened (the old one is kept)
 //	{"type":"reloaded","generation":G}            swapped to generation G in place
 //	{"type":"reload_failed","generation":G,"error":"..."}  still serving the previous one
 //	{"type":"unsupported","command":"..."}        a command this worker does not know
@@ -50,7 +50,7 @@
 // Master → worker:
 //
 //	{"type":"stop","mode":"graceful"|"immediate"} drain within graceful_timeout, or close now
-//	{"type":"reopen_logs"}                        (nothing to reopen yet; acknowledged)
+//	{"type":"reopen_logs"}                        reopen the access log file at its path (logs.go)
 //	{"type":"reload","generation":G,"config_sha256":D,"files":{PATH:BASE64}}  build generation G and swap to it
 //
 // Anything else from a worker (not JSON, an unknown type, a line over 64
@@ -120,8 +120,8 @@
 // graceful stop; HUP reloads the config (see Reload above: in place, or
 // a roll, a new worker ready before an old one drains, when worker
 // settings changed); TTIN one more worker; TTOU one fewer
-// (the oldest, gracefully, never below 1); USR1 tells workers to reopen
-// logs; WINCH is logged and ignored (paddock never daemonises); USR2
+// (the oldest, gracefully, never below 1); USR1 reopens the master's
+// error log and tells workers to reopen their access logs (logs.go); WINCH is logged and ignored (paddock never daemonises); USR2
 // (upgrade) is logged as not supported yet. Workers: TERM drains, QUIT
 // stops at once, USR1 reopens logs; HUP, INT, TTIN, TTOU, USR2 and WINCH
 // are ignored (a terminal's Ctrl-C reaches the whole process group: the
@@ -130,9 +130,9 @@
 // Signals of the in-process mode (Signals), gunicorn's table: TERM stops
 // gracefully (stop accepting, in-flight requests get graceful_timeout to
 // finish, then what is left is closed); INT and QUIT stop immediately;
-// INT or QUIT during a graceful stop cuts it short. HUP, USR1, USR2, TTIN
-// and TTOU are caught and logged as not supported in-process; PIPE is
-// ignored.
+// INT or QUIT during a graceful stop cuts it short; USR1 reopens the log
+// files (Serve). HUP, USR2, TTIN and TTOU are caught and logged as not
+// supported in-process; PIPE is ignored.
 //
 // Request limits: Go's http.Server bounds only the whole request head (431
 // past MaxHeaderBytes). gunicorn's limit_request_line (414 here),
@@ -142,5 +142,8 @@
 // 5xx.
 //
 // Files: the pidfile, when set, is written atomically once every listener
-// accepts and removed on exit if it still names this process.
+// accepts and removed on exit if it still names this process. The log
+// files (errorlog, accesslog) and their bounded writers are described in
+// logs.go; the access log wraps the served handler in observe, the one
+// place request observers are added in both modes.
 package worker

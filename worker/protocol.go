@@ -22,10 +22,22 @@ const (
 	// MsgReloaded and MsgReloadFailed answer reload.
 	MsgReloaded     = "reloaded"
 	MsgReloadFailed = "reload_failed"
+	// MsgMetrics carries a worker's metrics snapshot (Data): the answer
+	// to metrics_request (ID), or unasked (ID 0) just before it exits.
+	MsgMetrics = "metrics"
+	// MsgMetricsGather asks the master for the whole server's metrics
+	// (the worker's metrics app); answered by metrics_result with its ID.
+	MsgMetricsGather = "metrics_gather"
 	// master → worker
 	MsgStop       = "stop"
 	MsgReopenLogs = "reopen_logs"
 	MsgReload     = "reload"
+	// MsgMetricsRequest asks for a metrics snapshot (answered by metrics
+	// with its ID).
+	MsgMetricsRequest = "metrics_request"
+	// MsgMetricsResult answers metrics_gather: the exposition (Data) or
+	// Error.
+	MsgMetricsResult = "metrics_result"
 )
 
 // MaxMessageSize bounds one line of the channel, newline included. A
@@ -40,6 +52,10 @@ const MaxReloadMessageSize = 16 << 20
 // MaxInlineConfig is the most config bytes a reload carries.
 const MaxInlineConfig = 8 << 20
 
+// MaxMetricsMessageSize bounds the lines that carry metrics (a worker's
+// snapshot, the master's exposition for a worker).
+const MaxMetricsMessageSize = 4 << 20
+
 // Direction says which side sent a message; each side accepts only the
 // types the other may send.
 type Direction int
@@ -53,8 +69,8 @@ const (
 
 var validTypes = map[Direction]map[string]bool{
 	FromWorker: {MsgReady: true, MsgBootError: true, MsgHeartbeat: true, MsgRetire: true, MsgAck: true, MsgUnsupported: true,
-		MsgReloaded: true, MsgReloadFailed: true},
-	FromMaster: {MsgStop: true, MsgReopenLogs: true, MsgReload: true},
+		MsgReloaded: true, MsgReloadFailed: true, MsgMetrics: true, MsgMetricsGather: true},
+	FromMaster: {MsgStop: true, MsgReopenLogs: true, MsgReload: true, MsgMetricsRequest: true, MsgMetricsResult: true},
 }
 
 // Message is one line of the channel: a JSON object whose "type" says
@@ -63,7 +79,8 @@ type Message struct {
 	Type string `json:"type"`
 	// Pid is the worker's pid (ready).
 	Pid int `json:"pid,omitempty"`
-	// Error is the boot failure (boot_error).
+	// Error is the boot failure (boot_error), or the log file a worker
+	// could not reopen (ack of reopen_logs).
 	Error string `json:"error,omitempty"`
 	// Requests is how many requests the worker has answered, InFlight how
 	// many it is answering (heartbeat, retire).
@@ -84,6 +101,11 @@ type Message struct {
 	Files map[string][]byte `json:"files,omitempty"`
 	// Command names the command an ack or unsupported answers.
 	Command string `json:"command,omitempty"`
+	// ID pairs a metrics request with its answer.
+	ID uint64 `json:"id,omitempty"`
+	// Data is a metrics snapshot (metrics) or exposition
+	// (metrics_result).
+	Data []byte `json:"data,omitempty"`
 }
 
 // ErrGarbage is wrapped by every error about a malformed line.
@@ -127,7 +149,7 @@ type Decoder struct {
 // NewDecoder reads messages sent in direction dir from r.
 func NewDecoder(r io.Reader, dir Direction) *Decoder {
 	sc := bufio.NewScanner(r)
-	limit := MaxMessageSize
+	limit := MaxMetricsMessageSize
 	if dir == FromMaster {
 		limit = MaxReloadMessageSize
 	}
@@ -158,6 +180,11 @@ func (d *Decoder) Next() (Message, error) {
 	if !validTypes[d.dir][m.Type] {
 		return Message{}, fmt.Errorf("%w: unknown message type %q", ErrGarbage, m.Type)
 	}
+	// The reader's buffer fits the largest type; each type has its own
+	// bound (a heartbeat of a megabyte is a broken peer).
+	if limit := maxSize(m.Type); len(line)+1 > limit {
+		return Message{}, fmt.Errorf("%w: %s line over %d bytes", ErrGarbage, m.Type, limit)
+	}
 	return m, nil
 }
 
@@ -171,8 +198,11 @@ func truncate(b []byte) string {
 
 // maxSize is the longest line a message of type t may be.
 func maxSize(t string) int {
-	if t == MsgReload {
+	switch t {
+	case MsgReload:
 		return MaxReloadMessageSize
+	case MsgMetrics, MsgMetricsResult:
+		return MaxMetricsMessageSize
 	}
 	return MaxMessageSize
 }

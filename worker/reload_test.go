@@ -168,21 +168,12 @@ func TestArbiterReloadInPlace(t *testing.T) {
 	write("A")
 	s := &Settings{Workers: 2, Timeout: 30 * time.Second, GracefulTimeout: 5 * time.Second, Umask: -1,
 		Origins: map[string]Origin{"workers": {Source: SourceFile, Value: "2"}}}
-	h := &harness{t: t, sp: &fakeSpawner{spawned: make(chan *fakeProc, 32)}, sigs: make(chan os.Signal, 4), errc: make(chan error, 1)}
 	reload := func() (*Settings, error) {
 		ns := *s
 		return &ns, nil
 	}
-	a, err := NewArbiter(ArbiterOptions{ConfigPath: cfg, Settings: s, Signals: h.sigs, spawn: h.sp, Reload: reload})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.a = a
-	go func() { h.errc <- a.Run(t.Context()) }()
-	t.Cleanup(func() {
-		_ = a.Stop(context.Background(), false, 0)
-		<-a.Done()
-	})
+	h := runHarness(t, ArbiterOptions{ConfigPath: cfg, Settings: s, Reload: reload})
+	a := h.a
 	p1, p2 := h.bootTwo()
 	waitReadyCount(t, a, 2)
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -14,6 +15,7 @@ import (
 
 	"paddock/listener"
 	"paddock/logname"
+	"paddock/metrics"
 	"paddock/pipeline"
 )
 
@@ -38,6 +40,8 @@ type Options struct {
 	Logger hclog.Logger
 	// Registry holds the factories; nil means pipeline.NewDefaultRegistry.
 	Registry *pipeline.Registry
+	// Version is the binary's version (paddock_build_info).
+	Version string
 	// Stop delivers stop requests. Nil means Serve follows the process's
 	// signals (Signals): TERM graceful, INT and QUIT immediate.
 	Stop <-chan Stop
@@ -50,6 +54,13 @@ type Options struct {
 	// StopListening, if set, is called when a stop begins, so other
 	// holders of the sockets (tableflip) close theirs too.
 	StopListening func()
+	// LogJSON renders access log lines as JSON (--log-format json).
+	LogJSON bool
+	// Stdout is where accesslog = - writes; nil means os.Stdout.
+	Stdout io.Writer
+	// ReopenLogs, if set, reopens the process's error log file on USR1
+	// (the access log Serve reopens itself).
+	ReopenLogs func() error
 }
 
 // Serve loads the app once, opens every bind, serves until a stop request,
@@ -67,26 +78,47 @@ func Serve(ctx context.Context, opts Options) error {
 	}
 	mlog := log.Named(logname.Master)
 
+	reopens := make(chan struct{}, 1) // USR1
 	stop := opts.Stop
 	if stop == nil {
 		// Catch signals before the slow part, so a TERM during startup is
 		// a clean stop rather than the default kill.
 		sctx, cancel := context.WithCancel(ctx)
 		defer cancel()
-		stop = Signals(sctx, mlog)
+		stop = signals(sctx, mlog, func() {
+			select {
+			case reopens <- struct{}{}:
+			default: // one is pending
+			}
+		})
 	}
-	warnNotImplemented(s, mlog)
 
 	appName := opts.AppName
 	if appName == "" {
 		appName = "main"
 	}
-	p, err := pipeline.Load(pipeline.LoadOptions{Path: opts.ConfigPath, Name: appName, Kind: pipeline.ObjectApp, Registry: opts.Registry, Logger: log})
+	// Without workers this process is the whole server: its metrics are
+	// its own requests' and the master metrics of one process.
+	reqMetrics, procMetrics := metrics.NewHTTP(0), metrics.NewMaster(opts.Version)
+	procMetrics.SetWorkers(nil)
+	source := func(context.Context) ([]byte, error) {
+		snap, err := reqMetrics.Snapshot()
+		if err != nil {
+			return nil, err
+		}
+		return procMetrics.Exposition([][]byte{snap})
+	}
+	p, err := pipeline.Load(pipeline.LoadOptions{Path: opts.ConfigPath, Name: appName, Kind: pipeline.ObjectApp, Registry: opts.Registry, Logger: log, Metrics: source})
 	if err != nil {
 		return err
 	}
 	defer p.Close()
 	LogWarnings(mlog, p.Warnings)
+	access, err := openAccessLog(s, opts.LogJSON, opts.Stdout, serverVars(appName, 0, nil), mlog)
+	if err != nil {
+		return err
+	}
+	defer access.close() // last: flushes what the requests logged
 
 	lns, err := openListeners(ctx, s, opts.Opener, log.Named(logname.Listener))
 	if err != nil {
@@ -95,7 +127,17 @@ func Serve(ctx context.Context, opts Options) error {
 	if lns, err = wrapTLS(lns, s); err != nil {
 		return err
 	}
-	srv := newServer(ctx, p.Handler, s, mlog)
+	if s.MetricsBind != nil {
+		stopMetrics, err := serveMetrics(ctx, *s.MetricsBind, opts.Opener, source, log.Named(logname.Listener))
+		if err != nil {
+			for _, ln := range lns {
+				ln.Close()
+			}
+			return err
+		}
+		defer stopMetrics()
+	}
+	srv := newServer(ctx, observe(p.Handler, access, reqMetrics), s, mlog)
 	srv.start(lns)
 
 	pid := os.Getpid()
@@ -111,14 +153,20 @@ func Serve(ctx context.Context, opts Options) error {
 			}
 		}()
 	}
+	sd := startInProcessNotify(mlog) // systemd: READY, STOPPING, watchdog (notify.go)
+	defer sd.close()
 	if opts.OnReady != nil {
 		opts.OnReady(srv.addrs())
 	}
+	sd.ready()
 	mlog.Info("ready", "pid", pid, "config", opts.ConfigPath, "app", appName, "listeners", len(lns))
 
-	if opts.StopListening != nil {
-		srv.onStop = opts.StopListening
-	}
+	srv.onStop = sd.stopping(opts.StopListening)
+	var reopener sync.WaitGroup
+	rctx, stopReopen := context.WithCancel(ctx)
+	reopener.Go(func() { reopenInProcess(rctx, reopens, opts.ReopenLogs, access, mlog) })
+	defer reopener.Wait()
+	defer stopReopen()
 	serveErr := srv.run(ctx, stop, s.GracefulTimeout)
 	mlog.Info("stopped")
 	return serveErr
@@ -132,14 +180,29 @@ func LogWarnings(log hclog.Logger, warnings []*pipeline.Error) {
 	}
 }
 
-// warnNotImplemented logs the settings that are accepted but not acted on
-// yet, so nobody believes they are.
-func warnNotImplemented(s *Settings, log hclog.Logger) {
-	if s.AccessLog != "" {
-		log.Warn("accesslog is not implemented yet; use the translogger filter for an access log", "accesslog", s.AccessLog)
-	}
-	if s.ErrorLog != "" && s.ErrorLog != "-" {
-		log.Warn("errorlog to a file is not implemented yet; logging to stderr", "errorlog", s.ErrorLog)
+// reopenInProcess reopens the log files of in-process serving on USR1
+// until ctx is done; a path that cannot be opened keeps the old file.
+func reopenInProcess(ctx context.Context, reopens <-chan struct{}, errorLog func() error, access *accessLog, log hclog.Logger) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-reopens:
+		}
+		ok := true
+		if errorLog != nil {
+			if err := errorLog(); err != nil {
+				ok = false
+				log.Error("cannot reopen the error log; still writing to the old file", "error", err)
+			}
+		}
+		if err := access.reopen(); err != nil {
+			ok = false
+			log.Error("cannot reopen the access log; still writing to the old file", "error", err)
+		}
+		if ok {
+			log.Info("log files reopened")
+		}
 	}
 }
 

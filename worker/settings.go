@@ -12,6 +12,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"paddock/accesslog"
 	"paddock/listener"
 	"paddock/pipeline"
 )
@@ -110,9 +111,19 @@ type Settings struct {
 	// DebugWorkerHeader adds X-Paddock-Worker: <pid> to every response
 	// (for tests and debugging; off by default).
 	DebugWorkerHeader bool
-	// AccessLog, ErrorLog: accepted, not implemented yet (see Serve).
+	// AccessLog is where workers write one line per request: "" (the
+	// default) nowhere, "-" stdout, else a file (logs.go).
 	AccessLog string
-	ErrorLog  string
+	// AccessLogFormat is the access_log_format as written (validated by
+	// Resolve; "" is Apache combined): gunicorn's %(x)s atoms or a preset
+	// (common, combined, json).
+	AccessLogFormat string
+	// ErrorLog is where the master's and the workers' logs go: "-" (the
+	// default) stderr, else a file the master writes (logs.go).
+	ErrorLog string
+	// MetricsBind, if set, is a socket where the master serves the whole
+	// server's Prometheus metrics at /metrics (metrics_bind).
+	MetricsBind *listener.Spec `json:",omitempty"`
 	// LogLevel is the level of the root logger.
 	LogLevel hclog.Level
 	// WatchConfig makes the master reload when the config or a file it
@@ -279,10 +290,31 @@ var table = func() []Setting {
 			func(s *Settings, v string) error { s.Group = strings.TrimSpace(v); return nil }),
 		setting("umask", "", "`MASK` for files the workers create (0o22, 022, 0x12); unset keeps the inherited one",
 			parseUmask),
-		setting("accesslog", "", "access log `FILE` or - (accepted; not implemented yet: use the translogger filter)",
+		setting("accesslog", "", "write an access log line per request to `FILE` (- for stdout); unset: no access log",
 			func(s *Settings, v string) error { s.AccessLog = strings.TrimSpace(v); return nil }),
-		setting("errorlog", "-", "error log `FILE` or - for stderr (accepted; only - is implemented)",
+		setting("access_log_format", "", "access log line `FORMAT`: gunicorn's atoms, %(h)s %(l)s %(u)s %(t)s \"%(r)s\" %(s)s %(b)s \"%(f)s\" \"%(a)s\" (the default, combined), or common, combined, json; in the INI file write %% for each %",
+			func(s *Settings, v string) error {
+				if _, err := accesslog.Parse(v); err != nil {
+					return err
+				}
+				s.AccessLogFormat = v
+				return nil
+			}),
+		setting("errorlog", "-", "write the log of the master and the workers to `FILE` (- for stderr)",
 			func(s *Settings, v string) error { s.ErrorLog = strings.TrimSpace(v); return nil }),
+		setting("metrics_bind", "", "serve the whole server's Prometheus metrics at /metrics on `ADDRESS` (a bind: host:port, unix:/path, ...), from the master; unset: off (mount the metrics app with urlmap instead)",
+			func(s *Settings, v string) error {
+				s.MetricsBind = nil
+				if v = strings.TrimSpace(v); v == "" {
+					return nil
+				}
+				spec, err := listener.Parse(v)
+				if err != nil {
+					return err
+				}
+				s.MetricsBind = &spec
+				return nil
+			}),
 		loglevel,
 		debugHeader,
 		watchConfig,
@@ -313,7 +345,7 @@ var (
 	refused = map[string]string{
 		"proxy_protocol": "the PROXY protocol is not implemented yet; every request would be misread",
 	}
-	notYet = []string{"access_log_format", "forwarded_allow_ips"}
+	notYet = []string{"forwarded_allow_ips"}
 )
 
 // Known returns the settings Resolve reads from flags and the environment,
@@ -553,7 +585,7 @@ func LoadServer(path, name string, reg *pipeline.Registry) (*pipeline.ServerSpec
 			strings.HasPrefix(pe.Msg, "No section") && strings.Contains(pe.Msg, "(prefixed by 'server')") {
 			return nil, nil, nil
 		}
-		return nil, nil, err
+		return nil, nil, formatHint(err)
 	}
 	defer p.Close()
 	spec, ok := p.Server.(*pipeline.ServerSpec)
@@ -562,6 +594,20 @@ func LoadServer(path, name string, reg *pipeline.Registry) (*pipeline.ServerSpec
 			Msg: fmt.Sprintf("the server factory returned a %T, not paddock's server settings", p.Server)}
 	}
 	return spec, p.Warnings, nil
+}
+
+// formatHint adds what to do to the interpolation error an unescaped
+// access_log_format gets: the INI file interpolates %(name)s itself
+// (PasteDeploy's ConfigParser, as with gunicorn --paste), so the file
+// must say %%(h)s.
+func formatHint(err error) error {
+	var pe *pipeline.Error
+	if !errors.As(err, &pe) || !strings.Contains(pe.Msg, "option 'access_log_format'") || !strings.Contains(pe.Msg, "interpolation") {
+		return err
+	}
+	hinted := *pe
+	hinted.Msg += " (the INI file interpolates %(name)s itself: write each % of access_log_format as %%, e.g. %%(h)s)"
+	return &hinted
 }
 
 // ApplyActivation reads systemd's socket activation (LISTEN_FDS) once and,

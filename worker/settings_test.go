@@ -185,6 +185,11 @@ use = egg:paddock#hello
 		{name: "bad umask", ini: "[server:main]\nuse = egg:paddock#http\numask = 0999\n\n[app:main]\nuse = egg:paddock#hello\n",
 			want: []string{`paste.ini:3: [server:main]: umask: not a umask`}},
 		{name: "bad max_requests", env: map[string]string{"PADDOCK_MAX_REQUESTS": "-1"}, want: []string{`PADDOCK_MAX_REQUESTS: -1 is out of range`}},
+		{name: "unknown access log atom", ini: "[server:main]\nuse = egg:paddock#http\naccesslog = -\naccess_log_format = %%(h)s %%(x)s\n\n[app:main]\nuse = egg:paddock#hello\n",
+			want: []string{`paste.ini:4: [server:main]: access_log_format: unknown atom %(x)s (known: h l u t r m U q H s B b f a T M D L p {NAME}i {NAME}o {NAME}e) (at byte 6 of "%(h)s %(x)s")`}},
+		{name: "malformed access log format", env: map[string]string{"PADDOCK_ACCESS_LOG_FORMAT": "%(h)s 100%"},
+			want: []string{`PADDOCK_ACCESS_LOG_FORMAT: a lone % at the end (write %% for a literal %)`}},
+		{name: "access log format flag", flags: map[string]string{"access_log_format": "%(h)d"}, want: []string{`--access-log-format: %(h)d: only the s conversion is supported`}, flagOnly: true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -213,7 +218,7 @@ func TestResolveWarnings(t *testing.T) {
 	srv := loadServer(t, `[server:main]
 use = egg:paddock#http
 threads = 8
-access_log_format = combined
+forwarded_allow_ips = *
 host = 0.0.0.0
 bind = 127.0.0.1:9000
 proxy_protocol = false
@@ -235,7 +240,7 @@ use = egg:paddock#hello
 	got := strings.Join(lines, "\n")
 	for _, want := range []string{
 		`paste.ini:3: [server:main]: unknown setting "threads"`,
-		`paste.ini:4: [server:main]: setting "access_log_format" is not implemented yet`,
+		`paste.ini:4: [server:main]: setting "forwarded_allow_ips" is not implemented yet`,
 		`paste.ini:5: [server:main]: host and port are ignored: bind is set`,
 	} {
 		if !strings.Contains(got, want) {

@@ -42,7 +42,11 @@ var notYetSignals = []os.Signal{syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2
 // (a closed log pipe must not kill the server; the write fails instead).
 // The relaying goroutine belongs to ctx: when ctx is done it restores the
 // default signal handling and closes the returned channel.
-func Signals(ctx context.Context, log hclog.Logger) <-chan Stop {
+func Signals(ctx context.Context, log hclog.Logger) <-chan Stop { return signals(ctx, log, nil) }
+
+// signals is Signals, with USR1 calling reopen (which must not block)
+// when it is set.
+func signals(ctx context.Context, log hclog.Logger, reopen func()) <-chan Stop {
 	sigs := make(chan os.Signal, 4)
 	watched := append([]os.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGPIPE}, notYetSignals...)
 	signal.Notify(sigs, watched...)
@@ -64,6 +68,14 @@ func Signals(ctx context.Context, log hclog.Logger) <-chan Stop {
 			case syscall.SIGINT, syscall.SIGQUIT:
 				st = StopImmediate
 			case syscall.SIGPIPE:
+				continue
+			case syscall.SIGUSR1:
+				if reopen != nil {
+					log.Info("signal received", "signal", "USR1", "action", "reopen logs")
+					reopen()
+					continue
+				}
+				log.Warn("signal not supported yet; ignored", "signal", signalName(sig))
 				continue
 			default:
 				log.Warn("signal not supported yet; ignored", "signal", signalName(sig))

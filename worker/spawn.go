@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"os/user"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -63,6 +64,7 @@ type execSpawner struct {
 	exe, argv0              string
 	set                     *listener.Set
 	stderr                  io.Writer
+	stdout                  io.Writer // nil: os.Stdout
 	baseEnv                 []string
 	config, app, serverName string
 	logJSON                 bool
@@ -115,11 +117,18 @@ func (sp *execSpawner) spawn(req spawnRequest, events chan<- event, done <-chan 
 	if sp.logJSON {
 		logJSON = "1"
 	}
+	stdout := sp.stdout
+	if stdout == nil {
+		stdout = os.Stdout
+	}
+	// Whole lines only, when exec copies through a pipe (logs.go).
+	stdout, flushStdout := workerOutput(stdout)
+	stderr, flushStderr := workerOutput(sp.stderr)
 	cmd := &exec.Cmd{
 		Path:       sp.exe,
 		Args:       []string{sp.argv0, WorkerCommand},
-		Stdout:     sp.stderr,
-		Stderr:     sp.stderr,
+		Stdout:     stdout,
+		Stderr:     stderr,
 		ExtraFiles: extra,
 		Env: append(append([]string(nil), sp.baseEnv...),
 			EnvWorker+"="+strconv.Itoa(req.ID),
@@ -170,6 +179,8 @@ func (sp *execSpawner) spawn(req spawnRequest, events chan<- event, done <-chan 
 	}
 	go func() { // owned by the process: ends when it exits
 		err := cmd.Wait()
+		flushStdout()
+		flushStderr()
 		ev := event{pid: pid, exited: true, code: -1}
 		if cmd.ProcessState != nil {
 			ev.status = cmd.ProcessState.String()
@@ -297,7 +308,10 @@ func credential(userName, groupName string) (*syscall.Credential, error) {
 	if os.Geteuid() != 0 {
 		return nil, fmt.Errorf("worker: user %q, group %q: %w", userName, groupName, ErrNeedRoot)
 	}
-	cred := &syscall.Credential{Uid: uint32(os.Getuid()), Gid: uint32(os.Getgid()), NoSetGroups: true}
+	// Supplementary groups are the user's own (initgroups(3), as gunicorn
+	// does), never the root master's: none for a uid without a passwd
+	// entry, or with group alone.
+	cred := &syscall.Credential{Uid: uint32(os.Getuid()), Gid: uint32(os.Getgid()), Groups: []uint32{}}
 	if userName != "" {
 		u, err := lookupUser(userName)
 		if err != nil {
@@ -306,6 +320,17 @@ func credential(userName, groupName string) (*syscall.Credential, error) {
 		uid, _ := strconv.ParseUint(u.Uid, 10, 32)
 		gid, _ := strconv.ParseUint(u.Gid, 10, 32)
 		cred.Uid, cred.Gid = uint32(uid), uint32(gid)
+		if u.Username != "" {
+			ids, err := u.GroupIds()
+			if err != nil {
+				return nil, fmt.Errorf("worker: user %q: supplementary groups: %w", userName, err)
+			}
+			for _, id := range ids {
+				if n, err := strconv.ParseUint(id, 10, 32); err == nil {
+					cred.Groups = append(cred.Groups, uint32(n))
+				}
+			}
+		}
 	}
 	if groupName != "" {
 		gid, err := lookupGroup(groupName)
@@ -342,11 +367,13 @@ func lookupGroup(name string) (uint32, error) {
 // workerEnv is the master's environment without a previous worker
 // contract (a master started from a worker's environment) and without
 // tableflip's upgrade marker (a new master's workers are no upgrade
-// children).
+// children), nor systemd's notification variables (only the master
+// notifies: notify.go).
 func workerEnv(env []string) []string {
 	out := env[:0:0]
 	for _, kv := range env {
-		if !strings.HasPrefix(kv, "PADDOCK_WORKER_") && !strings.HasPrefix(kv, upgradeEnvVar+"=") {
+		name, _, _ := strings.Cut(kv, "=")
+		if !strings.HasPrefix(kv, "PADDOCK_WORKER_") && name != upgradeEnvVar && !slices.Contains(notifyEnv, name) {
 			out = append(out, kv)
 		}
 	}

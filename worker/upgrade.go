@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -154,6 +153,9 @@ func (a *Arbiter) startUpgrade(why string, w *upgradeWaiter) error {
 		a.upgradeWaiters = append(a.upgradeWaiters, w)
 	}
 	a.log.Info("upgrading: starting the new binary", "by", why, "executable", a.opts.UpgradeExecutable)
+	// systemd is in the reload state until the new master is main
+	// (MAINPID=, READY=1) or the upgrade failed (READY=1).
+	a.notify.notify(reloadingMsg(monotonicUsec(), "upgrading: starting "+a.opts.UpgradeExecutable))
 	oldPid, oldVersion, after, done := os.Getpid(), a.opts.Version, a.opts.AfterUpgrade, a.upgradeC
 	timeout := a.settings.UpgradeTimeout
 	if timeout <= 0 {
@@ -203,6 +205,7 @@ func runUpgrade(up Upgrader, after func(context.Context) (int, string, error), o
 // the new main pid; on failure it keeps serving.
 func (a *Arbiter) upgradeDone(out upgradeOutcome) {
 	a.upgrading = false
+	a.metrics.reg.Upgraded(out.res.OK)
 	if out.res.OK {
 		a.upgraded = true
 		a.log.Info("upgrade done: the new master serves; draining this one", "old_pid", out.res.OldPid, "new_pid", out.res.NewPid,
@@ -211,14 +214,20 @@ func (a *Arbiter) upgradeDone(out upgradeOutcome) {
 			a.log.Warn("upgrade: cannot identify the new master", "error", out.err)
 		}
 		if out.res.NewPid > 0 {
-			if err := sdNotify(fmt.Sprintf("MAINPID=%d\nREADY=1\n", out.res.NewPid)); err != nil {
-				a.log.Warn("upgrade: cannot tell systemd the new main pid", "error", err)
-			}
+			// One datagram, before this master exits: systemd must know
+			// the new main pid first, or it would stop the unit.
+			a.notify.notify(mainPIDMsg(out.res.NewPid, upgradedStatus(out.res)))
+		} else if a.notify.addr != "" {
+			a.log.Error("upgrade: the new master's pid is unknown, so systemd cannot be told; it will consider the service stopped when this master exits")
 		}
+		// No STOPPING=1 (a.upgraded): the service goes on.
 		a.stopAll(modeGraceful)
 		out.err = nil // the upgrade happened; the answer carries what is known
 	} else {
 		a.log.Error("upgrade failed; this master keeps serving", "error", out.err)
+		if a.mode == modeRunning {
+			a.notify.notify(readyMsg("upgrade failed: " + out.err.Error()))
+		}
 	}
 	for _, w := range a.upgradeWaiters {
 		w.out = out
@@ -228,28 +237,13 @@ func (a *Arbiter) upgradeDone(out upgradeOutcome) {
 	a.upgradeWaiters = a.upgradeWaiters[:0]
 }
 
-// sdNotify sends state to systemd's NOTIFY_SOCKET, if set, in one
-// datagram (sd_notify(3)); no socket is not an error.
-func sdNotify(state string) error {
-	path := os.Getenv("NOTIFY_SOCKET")
-	if path == "" {
-		return nil
+// upgradedStatus is the STATUS the old master sends with the new
+// master's pid.
+func upgradedStatus(r control.UpgradeResult) string {
+	if r.NewVersion == "" {
+		return fmt.Sprintf("upgraded: pid %d serves", r.NewPid)
 	}
-	if path[0] != '/' && path[0] != '@' {
-		return fmt.Errorf("worker: NOTIFY_SOCKET %q: not a unix socket path", path)
-	}
-	conn, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: path, Net: "unixgram"})
-	if err != nil {
-		return fmt.Errorf("worker: notify systemd: %w", err)
-	}
-	defer conn.Close()
-	if err := conn.SetWriteDeadline(time.Now().Add(time.Second)); err != nil {
-		return fmt.Errorf("worker: notify systemd: %w", err)
-	}
-	if _, err := conn.Write([]byte(state)); err != nil {
-		return fmt.Errorf("worker: notify systemd: %w", err)
-	}
-	return nil
+	return fmt.Sprintf("upgraded: pid %d (%s) serves", r.NewPid, r.NewVersion)
 }
 
 // upgradeEnvVar is the variable tableflip sets in the new master; it must
