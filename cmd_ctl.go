@@ -45,9 +45,9 @@ func ctlCommand() *cli.Command {
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() == 0 {
-				return cli.Exit("paddock ctl: need a command: status, workers, reload, upgrade, stop, config, pipeline, logs or listeners", exitUsage)
+				return cli.Exit("paddock ctl: need a command: status, workers, reload, upgrade, stop, config, pipeline, logs, listeners or upstreams", exitUsage)
 			}
-			return cli.Exit(fmt.Sprintf("paddock ctl: unknown command %q (want status, workers, reload, upgrade, stop, config, pipeline, logs or listeners)", c.Args().First()), exitUsage)
+			return cli.Exit(fmt.Sprintf("paddock ctl: unknown command %q (want status, workers, reload, upgrade, stop, config, pipeline, logs, listeners or upstreams)", c.Args().First()), exitUsage)
 		},
 		Subcommands: []*cli.Command{
 			ctlLeaf("status", "show the master's state", "", 0, nil, ctlStatus),
@@ -103,6 +103,7 @@ func ctlCommand() *cli.Command {
 				Subcommands: []*cli.Command{ctlLeaf("reopen", "reopen log files in master and workers", "", 0, nil, ctlReopen)},
 			},
 			ctlLeaf("listeners", "list the listening sockets", "", 0, nil, ctlListeners),
+			ctlLeaf("upstreams", "show the proxy apps' upstreams as each worker sees them", "", 0, nil, ctlUpstreams),
 		},
 	}
 }
@@ -569,4 +570,54 @@ func ctlListeners(r *ctlRun) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\n", l.Bind, l.Network, l.Addr, l.TLS)
 	}
 	return tw.Flush()
+}
+
+func ctlUpstreams(r *ctlRun) error {
+	var resp control.UpstreamsResponse
+	if printed, err := r.call(http.MethodGet, "/v1/upstreams", nil, &resp); printed || err != nil {
+		return err
+	}
+	if len(resp.Proxies) == 0 {
+		fmt.Fprintln(r.out, "no proxy app in the running pipeline")
+	} else {
+		tw := r.table()
+		fmt.Fprintln(tw, "SECTION\tUPSTREAM\tWORKER\tSTATE\tFAILS\tACTIVE\tCHECK\tREQUESTS\tERRORS")
+		for _, px := range resp.Proxies {
+			section := px.Section + " (" + px.Balance + ")"
+			for _, up := range px.Upstreams {
+				for _, w := range up.Workers {
+					check := w.Check
+					if w.CheckError != "" {
+						check += ": " + strings.ReplaceAll(w.CheckError, "\n", " ")
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%d\t%s\t%d\t%d\n", section, up.URL, w.Pid, upstreamStateText(w),
+						w.Failures, w.Active, check, w.Requests, w.Errors)
+				}
+			}
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	for _, w := range resp.Workers {
+		if !w.Answered {
+			fmt.Fprintf(r.out, "worker %d (id %d): %s\n", w.Pid, w.ID, w.Error)
+		}
+	}
+	return nil
+}
+
+// upstreamStateText is up, or down with why and for how long.
+func upstreamStateText(w control.UpstreamState) string {
+	switch {
+	case w.State != "down":
+		return w.State
+	case w.Reason == "health_check":
+		return "down (health check)"
+	case w.Reason == "failures" && w.DownForS > 0:
+		return "down (failures, " + seconds(w.DownForS) + " left)"
+	case w.Reason == "failures":
+		return "down (failures, trial next)"
+	}
+	return "down"
 }

@@ -333,6 +333,11 @@ func cgiValue(r *http.Request, ref *envRef) (string, bool) {
 	case cgiContentLength:
 		return headerValue(r.Header["Content-Length"])
 	case cgiURLScheme:
+		// A scheme a trusted proxy reported (secure_scheme_headers,
+		// http_proxy_to_wsgi) is in r.URL.Scheme, as the pipeline reads it.
+		if r.URL != nil && r.URL.Scheme != "" {
+			return r.URL.Scheme, true
+		}
 		if r.TLS != nil {
 			return "https", true
 		}

@@ -48,6 +48,9 @@ type Controller interface {
 	ReopenLogs(ctx context.Context) error
 	// Listeners is GET /v1/listeners.
 	Listeners(ctx context.Context) ([]Listener, error)
+	// Upstreams is GET /v1/upstreams: the proxy apps' upstreams as each
+	// ready worker sees them.
+	Upstreams(ctx context.Context) (UpstreamsResponse, error)
 }
 
 // Errors a Controller returns that map to particular statuses.
@@ -175,4 +178,67 @@ type Listener struct {
 	Network string `json:"network"`
 	Addr    string `json:"addr"`
 	TLS     bool   `json:"tls"`
+}
+
+// UpstreamsResponse is GET /v1/upstreams: every proxy section of the
+// running pipelines with its upstreams, and each upstream's state in
+// each worker (health checks, connection counts and balancing are per
+// worker process).
+type UpstreamsResponse struct {
+	Proxies []ProxyUpstreams `json:"proxies"`
+	// Workers are the workers asked; one that did not answer within the
+	// master's deadline (2 s) has Answered false and is missing from
+	// Proxies.
+	Workers []UpstreamsWorker `json:"workers"`
+}
+
+// UpstreamsWorker is a worker asked for its upstreams.
+type UpstreamsWorker struct {
+	ID         int    `json:"id"`
+	Pid        int    `json:"pid"`
+	Generation int    `json:"generation"`
+	Answered   bool   `json:"answered"`
+	Error      string `json:"error,omitempty"`
+}
+
+// ProxyUpstreams is one proxy section (the section that configures it,
+// e.g. "app:backend") and its upstreams in config order.
+type ProxyUpstreams struct {
+	Section   string     `json:"section"`
+	Balance   string     `json:"balance"`
+	Upstreams []Upstream `json:"upstreams"`
+}
+
+// Upstream is one upstream of a proxy section and its state per worker.
+type Upstream struct {
+	URL     string          `json:"url"`
+	Workers []UpstreamState `json:"workers"`
+}
+
+// UpstreamState is an upstream as one worker sees it.
+type UpstreamState struct {
+	Pid        int `json:"pid"`
+	WorkerID   int `json:"worker_id"`
+	Generation int `json:"generation"`
+	// Healthy: the worker sends it requests. State is "up" or "down";
+	// Reason why it is down: "failures" (fail_threshold consecutive
+	// failed requests, for fail_timeout) or "health_check".
+	Healthy bool   `json:"healthy"`
+	State   string `json:"state"`
+	Reason  string `json:"reason,omitempty"`
+	// Failures is the count of consecutive failed requests; DownForS how
+	// long a "failures" down mark lasts still (0: the next request is its
+	// trial).
+	Failures int64   `json:"failures"`
+	DownForS float64 `json:"down_for_s,omitempty"`
+	// Active is the requests in flight to it (connections in use).
+	Active int64 `json:"active"`
+	// Check is the active health check: "off", "pending", "passing" or
+	// "failing", with the last probe's error.
+	Check      string `json:"check"`
+	CheckError string `json:"check_error,omitempty"`
+	// Requests and Errors count the attempts sent to it and those that
+	// failed, since the worker built the pipeline.
+	Requests uint64 `json:"requests"`
+	Errors   uint64 `json:"errors"`
 }

@@ -283,3 +283,10 @@ func (c *Client) Listeners(ctx context.Context) ([]Listener, error) {
 	err := c.Do(ctx, http.MethodGet, "/v1/listeners", nil, &res)
 	return res.Listeners, err
 }
+
+// Upstreams is GET /v1/upstreams.
+func (c *Client) Upstreams(ctx context.Context) (UpstreamsResponse, error) {
+	var res UpstreamsResponse
+	err := c.Do(ctx, http.MethodGet, "/v1/upstreams", nil, &res)
+	return res, err
+}

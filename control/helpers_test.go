@@ -174,6 +174,20 @@ func (f *fake) Listeners(ctx context.Context) ([]Listener, error) {
 	return []Listener{{Bind: "unix:/run/app.sock", Network: "unix", Addr: "/run/app.sock"}}, nil
 }
 
+func (f *fake) Upstreams(ctx context.Context) (UpstreamsResponse, error) {
+	if err := f.call(ctx, "Upstreams"); err != nil {
+		return UpstreamsResponse{}, err
+	}
+	return UpstreamsResponse{
+		Proxies: []ProxyUpstreams{{Section: "app:backend", Balance: "least_conn", Upstreams: []Upstream{{
+			URL: "http://10.0.0.11:8774",
+			Workers: []UpstreamState{{Pid: 4121, WorkerID: 1, Generation: 7, Healthy: false, State: "down", Reason: "failures",
+				Failures: 3, DownForS: 7.5, Active: 0, Check: "off", Requests: 90, Errors: 3}},
+		}}}},
+		Workers: []UpstreamsWorker{{ID: 1, Pid: 4121, Generation: 7, Answered: true}},
+	}, nil
+}
+
 // shortDir is a temporary directory with a short path: t.TempDir()'s can
 // exceed a unix socket path's 108 bytes.
 func shortDir(t testing.TB) string {

@@ -169,6 +169,7 @@ func (s *Server) routes() {
 		"GET /v1/pipeline":         s.handlePipeline,
 		"POST /v1/logs/reopen":     s.handleReopen,
 		"GET /v1/listeners":        s.handleListeners,
+		"GET /v1/upstreams":        s.handleUpstreams,
 	} {
 		s.mux.Handle(pattern, h)
 	}
@@ -605,4 +606,20 @@ func (s *Server) handleListeners(w http.ResponseWriter, r *http.Request) error {
 		ls = []Listener{}
 	}
 	return writeJSON(w, http.StatusOK, ListenersResponse{Listeners: ls})
+}
+
+func (s *Server) handleUpstreams(w http.ResponseWriter, r *http.Request) error {
+	ctx, cancel := s.quick(r)
+	defer cancel()
+	res, err := s.ctrl.Upstreams(ctx)
+	if err != nil {
+		return err
+	}
+	if res.Proxies == nil {
+		res.Proxies = []ProxyUpstreams{}
+	}
+	if res.Workers == nil {
+		res.Workers = []UpstreamsWorker{}
+	}
+	return writeJSON(w, http.StatusOK, res)
 }

@@ -91,6 +91,11 @@ func TestEndpoints(t *testing.T) {
 		{"logs reopen", "POST", "/v1/logs/reopen", "", 200, "application/json", `{"ok":true}`, "ReopenLogs"},
 		{"listeners", "GET", "/v1/listeners", "", 200, "application/json",
 			`{"listeners":[{"bind":"unix:/run/app.sock","network":"unix","addr":"/run/app.sock","tls":false}]}`, "Listeners"},
+		{"upstreams", "GET", "/v1/upstreams", "", 200, "application/json",
+			`{"proxies":[{"section":"app:backend","balance":"least_conn","upstreams":[{"url":"http://10.0.0.11:8774","workers":[
+			  {"pid":4121,"worker_id":1,"generation":7,"healthy":false,"state":"down","reason":"failures","failures":3,
+			   "down_for_s":7.5,"active":0,"check":"off","requests":90,"errors":3}]}]}],
+			  "workers":[{"id":1,"pid":4121,"generation":7,"answered":true}]}`, "Upstreams"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -156,6 +161,7 @@ func TestBadRequests(t *testing.T) {
 		{"stop immediate grace", "POST", "/v1/stop", `{"mode":"immediate","grace_s":3}`, 400, CodeBadRequest, "", ""},
 		{"config bad format", "GET", "/v1/config?format=yaml", "", 400, CodeBadRequest, "", ""},
 		{"pipeline bad format", "GET", "/v1/pipeline?format=svg", "", 400, CodeBadRequest, "", ""},
+		{"wrong method upstreams", "POST", "/v1/upstreams", "", 405, CodeMethodNotAllowed, "GET, HEAD", ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -311,5 +317,23 @@ func TestStopAnswersFirst(t *testing.T) {
 			}
 			s.WaitStops()
 		})
+	}
+}
+
+// The client decodes GET /v1/upstreams into the types the master fills.
+func TestClientUpstreams(t *testing.T) {
+	f := newFake()
+	c, _ := serve(t, ServerOptions{Controller: f})
+	res, err := c.Upstreams(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := f.Upstreams(t.Context())
+	if !reflect.DeepEqual(res, want) {
+		t.Errorf("got %+v\nwant %+v", res, want)
+	}
+	f.err = ErrBusy
+	if _, err := c.Upstreams(t.Context()); err == nil {
+		t.Error("an error answer decoded as a success")
 	}
 }

@@ -82,9 +82,26 @@
 //
 // # TLS
 //
-// LoadTLS builds the server config from gunicorn's certfile and keyfile:
-// TLS 1.2 or newer and ALPN offering h2 then http/1.1. WrapTLS wraps a
-// plain listener in TLS. Descriptors stay plain: the master hands out the
-// plain socket, and each process that serves wraps its own listener, so
-// HTTP/2 negotiates through http.Server.Serve on the wrapped listener.
+// LoadKeyPair reads gunicorn's certfile and keyfile (errors name the file).
+// A Certificate holds the pair a TLS listener serves behind an
+// atomic.Pointer read by tls.Config.GetCertificate: Load re-reads the
+// files, Store swaps the result in, so a renewed certificate is served
+// from the next handshake on without closing a connection, and a pair
+// that fails to load is never stored. Certificate.Config offers TLS 1.2
+// or newer and, through ALPN, the protocols the caller serves (h2,
+// http/1.1). WrapTLS wraps a plain listener in TLS. Descriptors stay
+// plain: the master hands out the plain socket, and each process that
+// serves wraps its own listener, so HTTP/2 negotiates through
+// http.Server.Serve on the wrapped listener.
+//
+// # PROXY protocol
+//
+// WrapProxy reads HAProxy's PROXY protocol header (v1 text, v2 binary)
+// with github.com/pires/go-proxyproto (v0.15.0: v0.16 needs a newer Go
+// than the project's) before TLS. From the peers an Allowed function
+// accepts, the header's source address becomes the connection's
+// RemoteAddr (required and of one version with v1/v2, optional with
+// auto); from the others a header is read and dropped and the socket's own
+// address kept. The header is read lazily, in the serving goroutine, with
+// a deadline. See WrapProxy.
 package listener

@@ -5,37 +5,111 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"sync/atomic"
 )
 
-// LoadTLS reads a PEM certificate chain (certfile, leaf first) and its
+// LoadKeyPair reads a PEM certificate chain (certfile, leaf first) and its
 // private key (keyfile), gunicorn's certfile and keyfile settings, and
-// returns a server config: that keypair, TLS 1.2 or newer, and ALPN
-// offering h2 then http/1.1. Advertising h2 here is what makes HTTP/2 work
-// when an http.Server serves a listener from WrapTLS: the tls.Listener,
-// not the http.Server, answers the ALPN negotiation. Errors name the files.
-//
-// The files are read once: a renewed certificate takes a reload, which
-// builds a new config.
-func LoadTLS(certfile, keyfile string) (*tls.Config, error) {
+// checks that they belong together. Errors name the file that is missing
+// or bad.
+func LoadKeyPair(certfile, keyfile string) (*tls.Certificate, error) {
 	// tls.LoadX509KeyPair would do, but its errors do not say which file
 	// is missing or bad.
 	certPEM, err := os.ReadFile(certfile)
 	if err != nil {
-		return nil, fmt.Errorf("listener: read certfile: %w", err)
+		return nil, &KeyPairError{File: "certfile", Err: fmt.Errorf("listener: read certfile: %w", err)}
 	}
 	keyPEM, err := os.ReadFile(keyfile)
 	if err != nil {
-		return nil, fmt.Errorf("listener: read keyfile: %w", err)
+		return nil, &KeyPairError{File: "keyfile", Err: fmt.Errorf("listener: read keyfile: %w", err)}
 	}
 	cert, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
 		return nil, fmt.Errorf("listener: certfile %s, keyfile %s: %w", certfile, keyfile, err)
 	}
+	return &cert, nil
+}
+
+// KeyPairError is a file of the pair that cannot be read: File is
+// "certfile" or "keyfile".
+type KeyPairError struct {
+	File string
+	Err  error
+}
+
+func (e *KeyPairError) Error() string { return e.Err.Error() }
+func (e *KeyPairError) Unwrap() error { return e.Err }
+
+// LoadTLS returns a server config holding the key pair of certfile and
+// keyfile (LoadKeyPair): TLS 1.2 or newer, and ALPN offering h2 then
+// http/1.1. Advertising h2 here is what makes HTTP/2 work when an
+// http.Server serves a listener from WrapTLS: the tls.Listener, not the
+// http.Server, answers the ALPN negotiation.
+//
+// The files are read once; a server that reloads its certificate uses a
+// Certificate and its Config instead.
+func LoadTLS(certfile, keyfile string) (*tls.Config, error) {
+	cert, err := LoadKeyPair(certfile, keyfile)
+	if err != nil {
+		return nil, err
+	}
 	return &tls.Config{
-		Certificates: []tls.Certificate{cert},
+		Certificates: []tls.Certificate{*cert},
 		MinVersion:   tls.VersionTLS12,
 		NextProtos:   []string{"h2", "http/1.1"},
 	}, nil
+}
+
+// Certificate is the certificate a TLS listener serves, swapped atomically
+// when the files are re-read: handshakes in progress finish with the one
+// they started with, the next one gets the new one, and connections are
+// never closed for it.
+type Certificate struct {
+	certfile, keyfile string
+	cur               atomic.Pointer[tls.Certificate]
+}
+
+// NewCertificate loads certfile and keyfile (LoadKeyPair).
+func NewCertificate(certfile, keyfile string) (*Certificate, error) {
+	cert, err := LoadKeyPair(certfile, keyfile)
+	if err != nil {
+		return nil, err
+	}
+	c := &Certificate{certfile: certfile, keyfile: keyfile}
+	c.cur.Store(cert)
+	return c, nil
+}
+
+// Load reads the files again without serving the result: Store does.
+// Loading first lets a caller swap the certificate together with other
+// things that may fail (a reload's pipeline), or not at all.
+func (c *Certificate) Load() (*tls.Certificate, error) {
+	return LoadKeyPair(c.certfile, c.keyfile)
+}
+
+// Store makes cert the one served from the next handshake on.
+func (c *Certificate) Store(cert *tls.Certificate) { c.cur.Store(cert) }
+
+// Current is the certificate served now.
+func (c *Certificate) Current() *tls.Certificate { return c.cur.Load() }
+
+// GetCertificate is tls.Config.GetCertificate: the current certificate,
+// whatever the client asked for (SNI is not used to choose).
+func (c *Certificate) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	return c.cur.Load(), nil
+}
+
+// Config is a server config serving c's current certificate: TLS 1.2 or
+// newer and ALPN offering nextProtos ("h2", "http/1.1"), in order of
+// preference. Offer only what the http.Server serves: a server whose
+// Protocols turn HTTP/2 off must not offer "h2", or clients that
+// negotiate it get an HTTP/1 server speaking to them.
+func (c *Certificate) Config(nextProtos []string) *tls.Config {
+	return &tls.Config{
+		GetCertificate: c.GetCertificate,
+		MinVersion:     tls.VersionTLS12,
+		NextProtos:     append([]string(nil), nextProtos...),
+	}
 }
 
 // WrapTLS returns a listener that does the TLS handshake with cfg on every

@@ -27,6 +27,7 @@ type EnvVar struct {
 // must be here or on a flag, and every one here must still be in the code.
 var Environ = []EnvVar{
 	{"WEB_CONCURRENCY", "" /* from worker.Known()'s FallbackEnvs */},
+	{"FORWARDED_ALLOW_IPS", "" /* from worker.Known()'s FallbackEnvs */},
 	{"LISTEN_FDS", "systemd socket activation (sd_listen_fds(3)): the number of sockets passed from descriptor 3 on. " +
 		"When no bind, host or port is set by a flag, the environment or the file, **paddock serve** serves on these sockets " +
 		"instead of the default bind; a bind of `systemd:NAME` or `fd://N` picks one of them. " +

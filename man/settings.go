@@ -38,8 +38,16 @@ var reloadNotes = map[string]string{
 	"user":     "needs a restart or an upgrade: workers are started with the user and group the master resolved when it started",
 	"group":    "needs a restart or an upgrade: workers are started with the user and group the master resolved when it started",
 	"loglevel": reloadRoll + "; the master keeps its own level until a restart",
-	"certfile": reloadRoll + "; so does new content in the files under the same names",
-	"keyfile":  reloadRoll + "; so does new content in the files under the same names",
+	"certfile": reloadRoll + "; new content in the files under the same names is loaded in place by every reload, without new workers " +
+		"(the master loads the pair first: one that does not load fails the reload and the workers keep serving the old certificate)",
+	"keyfile": reloadRoll + "; new content in the files under the same names is loaded in place by every reload, without new workers " +
+		"(the master loads the pair first: one that does not load fails the reload and the workers keep serving the old certificate)",
+	"protocols":             reloadRoll,
+	"proxy_protocol":        reloadRoll + "; connections already open keep the addresses read when they were accepted",
+	"proxy_allow_ips":       reloadRoll + "; connections already open keep the addresses read when they were accepted",
+	"forwarded_allow_ips":   reloadRoll,
+	"forwarded_header":      reloadRoll,
+	"secure_scheme_headers": reloadRoll,
 }
 
 // reloadNote says what a reload does with a changed value of setting name.

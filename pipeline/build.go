@@ -62,7 +62,8 @@ type Pipeline struct {
 	// Contents are the bytes of each of Files as the load used them.
 	Contents map[string][]byte
 
-	closers []io.Closer
+	closers  []io.Closer
+	statuses []StatusEntry // Config.AddStatus reports (status.go)
 }
 
 // Close releases the resources the pipeline's factories registered, in
@@ -357,16 +358,17 @@ func (w *realWorld) config(inv *invocation, spec string) *Config {
 		name = spec
 	}
 	return &Config{
-		Section: c.section,
-		Pos:     pos,
-		Spec:    spec,
-		Global:  inv.global.plain(),
-		Local:   inv.local.plain(),
-		Logger:  w.log.Named(name),
-		optPos:  optPos,
-		keys:    append([]string(nil), inv.local.keys...),
-		closers: &w.p.closers,
-		metrics: w.metrics,
+		Section:  c.section,
+		Pos:      pos,
+		Spec:     spec,
+		Global:   inv.global.plain(),
+		Local:    inv.local.plain(),
+		Logger:   w.log.Named(name),
+		optPos:   optPos,
+		keys:     append([]string(nil), inv.local.keys...),
+		closers:  &w.p.closers,
+		statuses: &w.p.statuses,
+		metrics:  w.metrics,
 	}
 }
 

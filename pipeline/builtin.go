@@ -14,6 +14,11 @@ func RegisterBuiltins(r *Registry) {
 		"egg:paddock#proxy",
 		"egg:Paste#proxy",
 		"paste.proxy:make_proxy")
+	r.Register(cgiFactory(),
+		"egg:paddock#cgi",
+		"egg:Paste#cgi",
+		"paste.cgiapp:make_cgi_application")
+	r.Register(redirectFactory(), "egg:paddock#redirect")
 	// oslo.middleware registers healthcheck in both the app and the filter
 	// group; registry names are unique, so the egg name is the app (what
 	// OpenStack's api-paste.ini files use) and the filter has its own.
@@ -27,6 +32,10 @@ func RegisterBuiltins(r *Registry) {
 		"egg:paddock#urlmap",
 		"egg:Paste#urlmap",
 		"paste.urlmap:urlmap_factory")
+	r.Register(cascadeFactory(),
+		"egg:paddock#cascade",
+		"egg:Paste#cascade",
+		"paste.cascade:make_cascade")
 
 	// Filters.
 	r.Register(healthcheckFilterFactory(),
@@ -68,6 +77,11 @@ func RegisterBuiltins(r *Registry) {
 		"egg:Paste#translogger",
 		"paste.translogger:make_filter")
 	r.Register(headersFactory(), "egg:paddock#headers")
+	r.Register(gzipFactory(), "egg:paddock#gzip", "egg:Paste#gzip", "paste.gzipper:make_gzip_middleware")
+	r.Register(basicAuthFactory(), "egg:paddock#basic_auth", "egg:Paste#auth_basic", "paste.auth.basic:make_basic")
+	r.Register(ratelimitFactory(), "egg:paddock#ratelimit")
+	r.Register(timeoutFactory(), "egg:paddock#timeout")
+	r.Register(errordocumentFactory(), "egg:paddock#errordocument", "egg:Paste#errordocument", "paste.errordocument:make_errordocument")
 	r.Register(metricsFactory(), "egg:paddock#metrics")
 
 	// Servers: paddock serves the app itself; these factories hand it the

@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+
+	"paddock/forwarded"
 )
 
 // httpProxyToWSGIFactory applies the client-facing scheme, host and mount
@@ -54,12 +56,14 @@ func newHTTPProxyToWSGI(c *Config) (Middleware, error) {
 
 // trusts reports whether the peer may set forwarding headers. Like
 // gunicorn, a peer that is not an IP socket (a unix socket) is trusted: only
-// a local front end can reach it.
+// a local front end can reach it. The peer is the connection's, not the
+// client address the server took from X-Forwarded-For
+// (forwarded_allow_ips in [server:main]; forwarded.Peer).
 func (f *proxyHeaders) trusts(r *http.Request) bool {
 	if f.trustAll {
 		return true
 	}
-	ip, ok := catRemoteIP(r)
+	ip, ok := catRemoteIP(&http.Request{RemoteAddr: forwarded.Peer(r)})
 	if !ok {
 		return true
 	}

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -9,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
 )
 
 // transloggerFactory writes an access log line per request, like Paste's
@@ -19,8 +22,11 @@ func transloggerFactory() Factory {
 
 type translogger struct {
 	mu       sync.Mutex // serialises writes so lines never interleave
-	out      io.Writer
+	out      io.Writer  // nil: lines go to logger
+	logger   hclog.Logger
+	level    hclog.Level // of the lines sent to logger
 	combined bool
+	tmpl     []logField // a Paste format string; nil for the presets
 	now      func() time.Time
 	// stamp caches the formatted timestamp of the current second:
 	// formatting dominates the cost of a line otherwise.
@@ -45,24 +51,87 @@ func (t *translogger) appendStamp(b []byte, start time.Time) []byte {
 	return append(b, st.b...)
 }
 
+// Python logging's level numbers, which Paste's logging_level and
+// set_logger_level take (by name or number).
+var pyLogLevels = map[string]int{"NOTSET": 0, "DEBUG": 10, "INFO": 20, "WARN": 30, "WARNING": 30, "ERROR": 40, "CRITICAL": 50, "FATAL": 50}
+
+func pyLogLevel(c *Config, key, def string) (int, error) {
+	v := strings.TrimSpace(c.String(key, def))
+	if v == "" || strings.EqualFold(v, "none") {
+		return 0, nil // Python's None: no level set
+	}
+	if n, ok := pyLogLevels[strings.ToUpper(v)]; ok {
+		return n, nil
+	}
+	if n, err := strconv.Atoi(v); err == nil && n >= 0 {
+		return n, nil
+	}
+	return 0, c.Errorf(key, "%s: want a logging level (DEBUG, INFO, WARNING, ERROR, CRITICAL or a number), got %q", key, v)
+}
+
+// hclogLevel maps a Python level number to the nearest hclog level.
+func hclogLevel(n int) hclog.Level {
+	switch {
+	case n < 20:
+		return hclog.Debug
+	case n < 30:
+		return hclog.Info
+	case n < 40:
+		return hclog.Warn
+	}
+	return hclog.Error
+}
+
 func newTranslogger(c *Config) (Middleware, error) {
-	// Paste's options for its logging-module plumbing; output goes
-	// straight to a writer here.
-	catAcceptOptions(c, "logger_name", "setup_console_handler", "set_logger_level")
 	t := &translogger{now: time.Now}
-	switch format := strings.ToLower(strings.TrimSpace(c.String("format", "combined"))); format {
+	switch format := c.String("format", "combined"); strings.ToLower(strings.TrimSpace(format)) {
 	case "combined", "":
 		t.combined = true
 	case "common":
 	default:
-		return nil, c.Errorf("format", "format: want combined or common, got %q", format)
+		if !strings.Contains(format, "%(") {
+			return nil, c.Errorf("format", "format: want combined, common or a Paste format string with %%(NAME)s fields, got %q", format)
+		}
+		tmpl, err := parseLogFormat(format)
+		if err != nil {
+			return nil, c.Wrapf("format", err, "format")
+		}
+		t.tmpl = tmpl
 	}
-	switch out := strings.TrimSpace(c.String("output", "stderr")); out {
-	case "-", "stderr", "":
+	logLevel, err := pyLogLevel(c, "logging_level", "INFO")
+	if err != nil {
+		return nil, err
+	}
+	loggerLevel, err := pyLogLevel(c, "set_logger_level", "DEBUG")
+	if err != nil {
+		return nil, err
+	}
+	console, err := c.Bool("setup_console_handler", true)
+	if err != nil {
+		return nil, err
+	}
+	name := strings.TrimSpace(c.String("logger_name", "wsgi"))
+	if name == "" {
+		name = "wsgi"
+	}
+	if logLevel < loggerLevel {
+		// Paste's logger drops records below its level: nothing is
+		// logged at all.
+		catLogger(c).Debug("translogger: logging_level is below set_logger_level; no lines are logged", "logger_name", name)
+		return func(next http.Handler) http.Handler { return next }, nil
+	}
+	out, explicit := c.Lookup("output")
+	switch out = strings.TrimSpace(out); {
+	case !explicit && !console:
+		// Paste hands the lines to the logging system: paddock's is
+		// its error log.
+		t.logger = catLogger(c).ResetNamed(name)
+		t.level = hclogLevel(logLevel)
+	case out == "-" || out == "stderr" || out == "":
 		t.out = os.Stderr
-	case "stdout":
+	case out == "stdout":
 		t.out = os.Stdout
-	case "discard", "none":
+	case out == "discard" || out == "none":
 		t.out = io.Discard
 	default:
 		p, err := catResolvePath(c, out)
@@ -77,6 +146,78 @@ func newTranslogger(c *Config) (Middleware, error) {
 		t.out = f
 	}
 	return t.wrap, nil
+}
+
+// logField is one piece of a Paste format: literal text, or a field.
+type logField struct {
+	lit   string
+	field int // one of the lf* constants; lfLiteral for text
+}
+
+const (
+	lfLiteral = iota
+	lfRemoteAddr
+	lfRemoteUser
+	lfTime
+	lfMethod
+	lfURI
+	lfVersion
+	lfStatus
+	lfBytes
+	lfReferer
+	lfUserAgent
+)
+
+// pasteLogFields are the keys TransLogger.write_log offers to its format.
+var pasteLogFields = map[string]int{
+	"REMOTE_ADDR": lfRemoteAddr, "REMOTE_USER": lfRemoteUser, "time": lfTime,
+	"REQUEST_METHOD": lfMethod, "REQUEST_URI": lfURI, "HTTP_VERSION": lfVersion,
+	"status": lfStatus, "bytes": lfBytes, "HTTP_REFERER": lfReferer, "HTTP_USER_AGENT": lfUserAgent,
+}
+
+// parseLogFormat compiles a Python %-format string over Paste's keys:
+// %(NAME)s fields and %% for a percent sign.
+func parseLogFormat(f string) ([]logField, error) {
+	var out []logField
+	var lit strings.Builder
+	for i := 0; i < len(f); i++ {
+		if f[i] != '%' {
+			lit.WriteByte(f[i])
+			continue
+		}
+		rest := f[i+1:]
+		switch {
+		case strings.HasPrefix(rest, "%"):
+			lit.WriteByte('%')
+			i++
+			continue
+		case strings.HasPrefix(rest, "("):
+		default:
+			return nil, fmt.Errorf("a %% that is neither %%%% nor %%(NAME)s at byte %d of %q", i, f)
+		}
+		end := strings.IndexByte(rest, ')')
+		if end < 0 {
+			return nil, fmt.Errorf("unclosed %%( at byte %d of %q", i, f)
+		}
+		name := rest[1:end]
+		id, ok := pasteLogFields[name]
+		if !ok {
+			return nil, fmt.Errorf("unknown field %%(%s)s (known: REMOTE_ADDR REMOTE_USER time REQUEST_METHOD REQUEST_URI HTTP_VERSION status bytes HTTP_REFERER HTTP_USER_AGENT)", name)
+		}
+		if end+1 >= len(rest) || rest[end+1] != 's' {
+			return nil, fmt.Errorf("field %%(%s) must be followed by s (got %%(%s)%s)", name, name, rest[end+1:min(len(rest), end+2)])
+		}
+		if lit.Len() > 0 {
+			out = append(out, logField{lit: lit.String()})
+			lit.Reset()
+		}
+		out = append(out, logField{field: id})
+		i += end + 2
+	}
+	if lit.Len() > 0 {
+		out = append(out, logField{lit: lit.String()})
+	}
+	return out, nil
 }
 
 var logBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
@@ -110,54 +251,102 @@ func (t *translogger) wrap(next http.Handler) http.Handler {
 func (t *translogger) log(r *http.Request, start time.Time, status int, n int64) {
 	bp := logBufPool.Get().(*[]byte)
 	b := (*bp)[:0]
+	if t.tmpl != nil {
+		for _, f := range t.tmpl {
+			if f.field == lfLiteral {
+				b = append(b, f.lit...)
+				continue
+			}
+			b = t.appendField(b, f.field, r, start, status, n)
+		}
+	} else {
+		b = t.appendField(b, lfRemoteAddr, r, start, status, n)
+		// %l: identd is never used.
+		b = append(b, " - "...)
+		b = t.appendField(b, lfRemoteUser, r, start, status, n)
+		b = append(b, " ["...)
+		b = t.appendField(b, lfTime, r, start, status, n)
+		b = append(b, "] \""...)
+		b = t.appendField(b, lfMethod, r, start, status, n)
+		b = append(b, ' ')
+		b = t.appendField(b, lfURI, r, start, status, n)
+		b = append(b, ' ')
+		b = t.appendField(b, lfVersion, r, start, status, n)
+		b = append(b, "\" "...)
+		b = t.appendField(b, lfStatus, r, start, status, n)
+		b = append(b, ' ')
+		b = t.appendField(b, lfBytes, r, start, status, n)
+		if t.combined {
+			b = append(b, " \""...)
+			b = t.appendField(b, lfReferer, r, start, status, n)
+			b = append(b, "\" \""...)
+			b = t.appendField(b, lfUserAgent, r, start, status, n)
+			b = append(b, '"')
+		}
+	}
 
-	// %h: the peer address without port (what Paste's REMOTE_ADDR holds).
-	if host, _, ok := catSplitHostPort(r.RemoteAddr); ok && host != "" {
-		b = append(b, host...)
-	} else if r.RemoteAddr != "" {
-		b = appendLogEscaped(b, r.RemoteAddr)
+	if t.out != nil {
+		b = append(b, '\n')
+		t.mu.Lock()
+		_, _ = t.out.Write(b)
+		t.mu.Unlock()
 	} else {
-		b = append(b, '-')
+		t.logger.Log(t.level, string(b))
 	}
-	// %l and %u: identd is never used; Go has no REMOTE_USER.
-	b = append(b, " - - ["...)
-	b = t.appendStamp(b, start)
-	b = append(b, "] \""...)
-	b = appendLogEscaped(b, r.Method)
-	b = append(b, ' ')
-	if r.RequestURI != "" {
-		b = appendLogEscaped(b, r.RequestURI)
-	} else {
-		b = appendLogEscaped(b, r.URL.RequestURI())
-	}
-	b = append(b, ' ')
-	b = appendLogEscaped(b, r.Proto)
-	b = append(b, "\" "...)
-	b = strconv.AppendInt(b, int64(status), 10)
-	b = append(b, ' ')
-	if n > 0 {
-		b = strconv.AppendInt(b, n, 10)
-	} else {
-		b = append(b, '-')
-	}
-	if t.combined {
-		b = append(b, " \""...)
-		b = appendLogHeader(b, r.Header["Referer"])
-		b = append(b, "\" \""...)
-		b = appendLogHeader(b, r.Header["User-Agent"])
-		b = append(b, '"')
-	}
-	b = append(b, '\n')
-
-	t.mu.Lock()
-	_, _ = t.out.Write(b)
-	t.mu.Unlock()
 
 	// Do not keep buffers grown by a giant request line.
 	if cap(b) <= 64<<10 {
 		*bp = b
 		logBufPool.Put(bp)
 	}
+}
+
+// appendField appends one of Paste's fields.
+func (t *translogger) appendField(b []byte, field int, r *http.Request, start time.Time, status int, n int64) []byte {
+	switch field {
+	case lfRemoteAddr:
+		// The peer address without port (REMOTE_ADDR). Paste prefers
+		// X-Forwarded-For, which any client can forge; paddock does not.
+		if host, _, ok := catSplitHostPort(r.RemoteAddr); ok && host != "" {
+			return append(b, host...)
+		} else if r.RemoteAddr != "" {
+			return appendLogEscaped(b, r.RemoteAddr)
+		}
+		return append(b, '-')
+	case lfRemoteUser:
+		// REMOTE_USER: the HTTP Basic user, decoded as the server's
+		// access log (%(u)s) and basic_auth decode it.
+		if v := r.Header["Authorization"]; len(v) > 0 && len(v[0]) <= basicAuthMaxHeader {
+			var buf [256]byte
+			if user, _, ok := parseBasicAuth(v[0], buf[:0]); ok && len(user) > 0 {
+				return appendLogEscaped(b, user)
+			}
+		}
+		return append(b, '-')
+	case lfTime:
+		return t.appendStamp(b, start)
+	case lfMethod:
+		return appendLogEscaped(b, r.Method)
+	case lfURI:
+		if r.RequestURI != "" {
+			return appendLogEscaped(b, r.RequestURI)
+		}
+		return appendLogEscaped(b, r.URL.RequestURI())
+	case lfVersion:
+		return appendLogEscaped(b, r.Proto)
+	case lfStatus:
+		return strconv.AppendInt(b, int64(status), 10)
+	case lfBytes:
+		if n > 0 {
+			return strconv.AppendInt(b, n, 10)
+		}
+		return append(b, '-')
+	case lfReferer:
+		return appendLogHeader(b, r.Header["Referer"])
+	case lfUserAgent:
+		return appendLogHeader(b, r.Header["User-Agent"])
+	}
+	return b
 }
 
 func appendLogHeader(b []byte, v []string) []byte {
@@ -169,7 +358,7 @@ func appendLogHeader(b []byte, v []string) []byte {
 
 // appendLogEscaped appends s escaping '"', '\\' and non-printable bytes as
 // Apache does (\" \\ \xhh), so client-controlled text cannot forge lines.
-func appendLogEscaped(b []byte, s string) []byte {
+func appendLogEscaped[S string | []byte](b []byte, s S) []byte {
 	const hexdig = "0123456789abcdef"
 	for i := 0; i < len(s); i++ {
 		c := s[i]

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
 )
 
 // lockedBuffer is an io.Writer safe for concurrent use in tests.
@@ -182,5 +184,92 @@ func TestCatTransloggerStampCache(t *testing.T) {
 		if got := string(tl.appendStamp(nil, tc.at)); got != tc.want {
 			t.Errorf("stamp(%v) = %q, want %q", tc.at, got, tc.want)
 		}
+	}
+}
+
+func TestCatTransloggerPasteFormat(t *testing.T) {
+	tmpl, err := parseLogFormat(`%(REMOTE_ADDR)s %(REMOTE_USER)s [%(time)s] "%(REQUEST_METHOD)s %(REQUEST_URI)s %(HTTP_VERSION)s" %(status)s %(bytes)s "%(HTTP_REFERER)s" "%(HTTP_USER_AGENT)s" 100%%`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tl, buf := newTestTranslogger(t, nil)
+	tl.tmpl = tmpl
+	req := httptest.NewRequest("PUT", "/x?y=1", nil)
+	req.RemoteAddr = "[2001:db8::5]:443"
+	req.Header.Set("Authorization", basicHeader(`bo"b`, "pw"))
+	req.Header.Set("User-Agent", "ua")
+	tl.wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(204) })).ServeHTTP(httptest.NewRecorder(), req)
+	want := `2001:db8::5 bo\"b [05/Mar/2024:14:03:09 +0100] "PUT /x?y=1 HTTP/1.1" 204 - "-" "ua" 100%` + "\n"
+	if got := buf.String(); got != want {
+		t.Errorf("line\n got %q\nwant %q", got, want)
+	}
+	for _, bad := range []string{"%(nope)s", "%(status)d", "%(status)", "%(status", "50% %(status)s", "%(status)s %"} {
+		if _, err := parseLogFormat(bad); err == nil {
+			t.Errorf("format %q accepted", bad)
+		}
+		_, err := transloggerFactory().Filter(catConfig(map[string]string{"format": bad, "output": "discard"}))
+		wantConfigError(t, err)
+	}
+	_, err = transloggerFactory().Filter(catConfig(map[string]string{"format": "apache"}))
+	wantConfigError(t, err)
+}
+
+// The user field of the presets is the HTTP Basic user, as in the
+// server's access log.
+func TestCatTransloggerUser(t *testing.T) {
+	tl, buf := newTestTranslogger(t, map[string]string{"format": "common"})
+	req := httptest.NewRequest("GET", "/", nil)
+	req.Header.Set("Authorization", basicHeader("alice", "pw"))
+	tl.wrap(okHandler).ServeHTTP(httptest.NewRecorder(), req)
+	if !strings.HasPrefix(buf.String(), "192.0.2.1 - alice [") {
+		t.Errorf("line %q", buf.String())
+	}
+}
+
+// setup_console_handler = false without output: the lines go to the
+// logging system (paddock's error log), named logger_name, at
+// logging_level; set_logger_level above it silences them (Python's
+// logger level).
+func TestCatTransloggerLogging(t *testing.T) {
+	tests := []struct {
+		opts map[string]string
+		want string // regexp; "" for no line
+	}{
+		{map[string]string{"setup_console_handler": "false"}, `^\[INFO\]  wsgi: 192\.0\.2\.1 - - \[.*\] "GET /p HTTP/1\.1" 200 2 "-" "-"\n$`},
+		{map[string]string{"setup_console_handler": "off", "logger_name": "access", "logging_level": "WARNING"}, `^\[WARN\]  access: 192\.0\.2\.1 `},
+		{map[string]string{"setup_console_handler": "0", "logging_level": "40", "format": "%%(status)s"}, `^\[ERROR\] wsgi: %\(status\)s\n$`},
+		{map[string]string{"setup_console_handler": "no", "set_logger_level": "ERROR"}, ""},
+		{map[string]string{"setup_console_handler": "no", "set_logger_level": "NOTSET", "logging_level": "DEBUG"}, `^\[DEBUG\] wsgi: `},
+	}
+	for _, tt := range tests {
+		var out lockedBuffer
+		c := catConfig(tt.opts)
+		c.Logger = hclog.New(&hclog.LoggerOptions{Output: &out, Level: hclog.Trace, DisableTime: true})
+		mw, err := transloggerFactory().Filter(c)
+		if err != nil {
+			t.Fatalf("%v: %v", tt.opts, err)
+		}
+		if u := c.Unused(); len(u) != 0 {
+			t.Errorf("%v: unused %v", tt.opts, u)
+		}
+		mw(okHandler).ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/p", nil))
+		got := out.String()
+		if tt.want == "" {
+			if strings.Contains(got, "GET /p") {
+				t.Errorf("%v: logged %q", tt.opts, got)
+			}
+			continue
+		}
+		if !regexp.MustCompile(tt.want).MatchString(got) {
+			t.Errorf("%v: logged %q, want %s", tt.opts, got, tt.want)
+		}
+	}
+	for _, opts := range []map[string]string{
+		{"logging_level": "LOUD"},
+		{"set_logger_level": "-5"},
+		{"setup_console_handler": "maybe"},
+	} {
+		_, err := transloggerFactory().Filter(catConfig(opts))
+		wantConfigError(t, err)
 	}
 }

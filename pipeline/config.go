@@ -52,7 +52,9 @@ type Config struct {
 	keys    []string // local keys in file order
 	used    map[string]bool
 	closers *[]io.Closer
-	metrics MetricsSource
+	// statuses collects AddStatus reports (status.go).
+	statuses *[]StatusEntry
+	metrics  MetricsSource
 }
 
 // Metrics is LoadOptions.Metrics: the server's metrics, for the metrics

@@ -154,6 +154,7 @@ type Arbiter struct {
 	// metrics are the master's metrics and its workers' snapshots
 	// (metrics_master.go).
 	metrics    masterMetrics
+	upstreams  masterUpstreams // GET /v1/upstreams in progress (upstreams.go)
 	events     chan event
 	workers    map[int]*wproc // by pid
 	nextID     int
@@ -312,6 +313,7 @@ func NewArbiter(opts ArbiterOptions) (*Arbiter, error) {
 func (a *Arbiter) Run(ctx context.Context) error {
 	defer close(a.done)
 	defer a.failGathers(ErrNotRunning) // before done closes: scrapes in progress get an answer
+	defer a.failUpstreams(ErrNotRunning)
 	s := a.settings
 	if a.target < 1 {
 		return errors.New("worker: Run: workers must be at least 1 (0 serves in-process)")
@@ -439,6 +441,7 @@ func (a *Arbiter) loop(ctx context.Context, sigC <-chan os.Signal) error {
 		a.notifyRolled()
 		a.retireListeners()
 		a.finishGathers()
+		a.finishUpstreams()
 	}
 }
 
@@ -491,6 +494,7 @@ func (a *Arbiter) handleEvent(ev event) {
 		delete(a.workers, ev.pid)
 		w.proc.Close()
 		a.metricsWorkerGone(ev.pid)
+		a.upstreamsWorkerGone(ev.pid)
 		reason := w.reason
 		if reason == "" {
 			reason = "died unexpectedly"
@@ -557,6 +561,8 @@ func (a *Arbiter) handleEvent(ev event) {
 			a.metricsFrom(w, m) // metrics_master.go
 		case MsgMetricsGather:
 			a.metricsGather(w, m)
+		case MsgUpstreams:
+			a.upstreamsFrom(w, m) // upstreams.go
 		case MsgAck, MsgUnsupported:
 			w.log.Debug("worker answered", "type", m.Type, "command", m.Command)
 			if m.Command == MsgReopenLogs {

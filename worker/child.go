@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -255,7 +256,9 @@ func RunWorker(ctx context.Context, opts ChildOptions) int {
 	if err != nil {
 		return bootErr(err)
 	}
-	if lns, err = wrapTLS(lns, s); err != nil {
+	// PROXY protocol, then TLS; certs is what an in-place reload swaps.
+	lns, certs, err := wrapListeners(lns, s, log)
+	if err != nil {
 		return bootErr(err)
 	}
 	if s.Umask >= 0 {
@@ -311,9 +314,10 @@ func RunWorker(ctx context.Context, opts ChildOptions) int {
 	wg.Go(func() { childSignals(ctx, stop, reopens, baseLog) })
 	wg.Go(func() { reopenLoop(ctx, access, enc, reopens, baseLog) })
 	reloads := make(chan Message, 4)
-	rl := &reloader{swap: swap, enc: enc, env: env, registry: opts.Registry, log: baseLog, onClose: onClose, metrics: wm.source}
+	rl := &reloader{swap: swap, enc: enc, env: env, registry: opts.Registry, log: baseLog, onClose: onClose, metrics: wm.source, certs: certs}
 	wg.Go(func() { rl.run(ctx, reloads) })
-	wg.Go(func() { readCommands(ctx, conn, enc, stop, reloads, reopens, wm, baseLog) })
+	ups := &workerUpstreams{swap: swap, enc: enc} // GET /v1/upstreams (upstreams.go)
+	wg.Go(func() { readCommands(ctx, conn, enc, stop, reloads, reopens, wm, ups, baseLog) })
 	if err := enc.Send(Message{Type: MsgReady, Pid: pid}); err != nil {
 		log.Warn("cannot report ready; draining", "error", err)
 		stop <- StopGraceful
@@ -375,7 +379,7 @@ func trySend(c chan<- Stop, st Stop) {
 
 // readCommands obeys the master until the channel ends. EOF means the
 // master is gone: drain, so no orphan keeps serving a stale config.
-func readCommands(ctx context.Context, conn net.Conn, enc *Encoder, stop chan<- Stop, reloads chan<- Message, reopens chan<- bool, wm *workerMetrics, log hclog.Logger) {
+func readCommands(ctx context.Context, conn net.Conn, enc *Encoder, stop chan<- Stop, reloads chan<- Message, reopens chan<- bool, wm *workerMetrics, ups *workerUpstreams, log hclog.Logger) {
 	go func() { // unblock the read below when the worker is done
 		<-ctx.Done()
 		conn.SetReadDeadline(time.Now())
@@ -418,6 +422,10 @@ func readCommands(ctx context.Context, conn net.Conn, enc *Encoder, stop chan<- 
 		case MsgMetricsRequest, MsgMetricsResult:
 			if err := wm.handle(m); err != nil {
 				log.Warn("cannot send metrics", "error", err)
+			}
+		case MsgUpstreamsRequest:
+			if err := ups.handle(m); err != nil {
+				log.Warn("cannot send the upstream state", "error", err)
 			}
 		}
 	}
@@ -521,6 +529,9 @@ type reloader struct {
 	log      hclog.Logger
 	onClose  func(int, error)
 	metrics  pipeline.MetricsSource
+	// certs is the TLS listeners' certificate (nil without TLS), re-read
+	// from certfile and keyfile on every in-place reload.
+	certs *listener.Certificate
 }
 
 // run obeys reload messages until ctx is done.
@@ -549,6 +560,16 @@ func (r *reloader) run(ctx context.Context, reloads <-chan Message) {
 func (r *reloader) reload(m Message) error {
 	log := r.log.With("generation", m.Generation)
 	start := time.Now()
+	// The certificate first, swapped with the pipeline below: the master
+	// checked the pair, so failing here means the files changed since;
+	// the worker then keeps both and the master replaces it.
+	var cert *tls.Certificate
+	if r.certs != nil {
+		var err error
+		if cert, err = r.certs.Load(); err != nil {
+			return fmt.Errorf("load generation %d: %w", m.Generation, err)
+		}
+	}
 	p, err := pipeline.Load(pipeline.LoadOptions{Path: r.env.config, Name: r.env.app, Kind: pipeline.ObjectApp, Registry: r.registry, Logger: log, Files: m.Files, Metrics: r.metrics})
 	if err != nil {
 		return fmt.Errorf("load generation %d: %w", m.Generation, err)
@@ -566,6 +587,12 @@ func (r *reloader) reload(m Message) error {
 			}
 			return fmt.Errorf("verify generation %d: the config files changed after the master validated them", m.Generation)
 		}
+	}
+	if cert != nil {
+		if prev := r.certs.Current(); prev.Leaf != nil && cert.Leaf != nil && !prev.Leaf.Equal(cert.Leaf) {
+			log.Info("TLS certificate replaced", "serial", cert.Leaf.SerialNumber.String(), "not_after", cert.Leaf.NotAfter.UTC().Format(time.RFC3339))
+		}
+		r.certs.Store(cert)
 	}
 	old := r.swap.Swap(newHandlerGen(m.Generation, p.Handler, p, r.onClose))
 	log.Info("reloaded in place", "previous", old.gen, "load_time", time.Since(start).Round(time.Millisecond).String())

@@ -116,6 +116,12 @@ func (a *Arbiter) reload(why string) (res control.ReloadResult, err error) {
 	if err == nil {
 		files, digest, contents, err = a.validatePipeline()
 	}
+	if err == nil {
+		// Workers re-read certfile and keyfile in place: a pair that does
+		// not load fails the reload here, and they keep the certificate
+		// they serve.
+		err = CheckTLS(ns)
+	}
 	if len(files) > 0 {
 		if validated, ok := contents[files[0]]; ok {
 			data = validated // should the file have changed since readConfig
@@ -183,14 +189,13 @@ func (a *Arbiter) reload(why string) (res control.ReloadResult, err error) {
 	changed := changedSettings(a.settings, ns)
 	changed = append(changed, restart...)
 	roll := !sameProcessSettings(a.settings, ns)
-	// Workers load certfile and keyfile when they start: new contents
-	// under the same names need new workers too.
+	// New contents of certfile and keyfile under the same names need no
+	// new workers: an in-place reload makes each re-read them (checked
+	// above) and swap its certificate. New names roll the workers, as
+	// any setting of theirs does.
 	tls := tlsDigest(ns)
-	if tls != a.tlsDigest {
-		roll = true
-		if !slices.Contains(changed, "certfile") && !slices.Contains(changed, "keyfile") {
-			changed = append(changed, "certfile")
-		}
+	if tls != a.tlsDigest && !slices.Contains(changed, "certfile") && !slices.Contains(changed, "keyfile") {
+		changed = append(changed, "certfile")
 	}
 	a.tlsDigest = tls
 	sum, graph, oldDigest, oldData := a.configSum, a.configGrph, a.configDigest, a.configData

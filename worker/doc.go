@@ -63,12 +63,15 @@
 // only) all run Arbiter.reload. The master validates everything first:
 // the settings (the Reload hook resolves them with the same flags and
 // environment as at start, so flag and PADDOCK_* overrides keep winning
-// over the file) and the whole pipeline (pipeline.Load, then Close). A
-// failure changes nothing: it is logged at file:line and shown as
-// last_reload in status. A success bumps the generation; then, if no
-// setting the worker processes were started with changed (anything but
-// workers, pidfile, control_socket, upgrade_timeout, watch_config) and the
-// TLS files' contents are the same, every ready worker gets reload. The
+// over the file), the whole pipeline (pipeline.Load, then Close) and the
+// TLS key pair (CheckTLS). A failure changes nothing: it is logged at
+// file:line and shown as last_reload in status. A success bumps the
+// generation; then, if no setting the worker processes were started with
+// changed (anything but workers, pidfile, control_socket,
+// upgrade_timeout, watch_config), every ready worker gets reload, which
+// also makes it re-read certfile and keyfile and swap the certificate its
+// TLS listeners serve (listener.Certificate) together with the pipeline;
+// new contents of the TLS files thus need no new workers. The
 // master sends the bytes its validating load read (every file of the
 // config, config: references included; pipeline.Pipeline.Contents) and
 // their digest (ContentsDigest: path and content sha256, in load order).

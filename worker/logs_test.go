@@ -36,6 +36,7 @@ func TestArbiterReopenLogs(t *testing.T) {
 		return nil
 	})
 	p1, p2 := h.bootTwo()
+	waitReadyCount(t, h.a, 2) // a booting worker is told, not waited for
 
 	// Both answer: ok.
 	done := make(chan error, 1)

@@ -28,6 +28,10 @@ const (
 	// MsgMetricsGather asks the master for the whole server's metrics
 	// (the worker's metrics app); answered by metrics_result with its ID.
 	MsgMetricsGather = "metrics_gather"
+	// MsgUpstreams answers upstreams_request (ID): the proxy apps'
+	// upstream state (Data, JSON []pipeline.ProxyStatus) of the
+	// generation the worker serves (Generation), or Error.
+	MsgUpstreams = "upstreams"
 	// master → worker
 	MsgStop       = "stop"
 	MsgReopenLogs = "reopen_logs"
@@ -38,6 +42,9 @@ const (
 	// MsgMetricsResult answers metrics_gather: the exposition (Data) or
 	// Error.
 	MsgMetricsResult = "metrics_result"
+	// MsgUpstreamsRequest asks for the upstream state (answered by
+	// upstreams with its ID; GET /v1/upstreams).
+	MsgUpstreamsRequest = "upstreams_request"
 )
 
 // MaxMessageSize bounds one line of the channel, newline included. A
@@ -69,8 +76,9 @@ const (
 
 var validTypes = map[Direction]map[string]bool{
 	FromWorker: {MsgReady: true, MsgBootError: true, MsgHeartbeat: true, MsgRetire: true, MsgAck: true, MsgUnsupported: true,
-		MsgReloaded: true, MsgReloadFailed: true, MsgMetrics: true, MsgMetricsGather: true},
-	FromMaster: {MsgStop: true, MsgReopenLogs: true, MsgReload: true, MsgMetricsRequest: true, MsgMetricsResult: true},
+		MsgReloaded: true, MsgReloadFailed: true, MsgMetrics: true, MsgMetricsGather: true, MsgUpstreams: true},
+	FromMaster: {MsgStop: true, MsgReopenLogs: true, MsgReload: true, MsgMetricsRequest: true, MsgMetricsResult: true,
+		MsgUpstreamsRequest: true},
 }
 
 // Message is one line of the channel: a JSON object whose "type" says
@@ -101,10 +109,10 @@ type Message struct {
 	Files map[string][]byte `json:"files,omitempty"`
 	// Command names the command an ack or unsupported answers.
 	Command string `json:"command,omitempty"`
-	// ID pairs a metrics request with its answer.
+	// ID pairs a metrics or upstreams request with its answer.
 	ID uint64 `json:"id,omitempty"`
-	// Data is a metrics snapshot (metrics) or exposition
-	// (metrics_result).
+	// Data is a metrics snapshot (metrics), an exposition
+	// (metrics_result) or the upstream state (upstreams).
 	Data []byte `json:"data,omitempty"`
 }
 
@@ -201,7 +209,7 @@ func maxSize(t string) int {
 	switch t {
 	case MsgReload:
 		return MaxReloadMessageSize
-	case MsgMetrics, MsgMetricsResult:
+	case MsgMetrics, MsgMetricsResult, MsgUpstreams:
 		return MaxMetricsMessageSize
 	}
 	return MaxMessageSize

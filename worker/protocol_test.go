@@ -32,6 +32,10 @@ func TestDecoder(t *testing.T) {
 		{name: "line over 64 KiB", in: long, dir: FromWorker, garbage: true},
 		{name: "garbage after a good line", in: `{"type":"ready","pid":1}` + "\n{\n", dir: FromWorker, want: []Message{{Type: MsgReady, Pid: 1}}, garbage: true},
 		{name: "empty stream", in: "", dir: FromWorker},
+		{name: "upstreams both ways", in: `{"type":"upstreams","id":3,"generation":2,"data":"W10="}` + "\n", dir: FromWorker,
+			want: []Message{{Type: MsgUpstreams, ID: 3, Generation: 2, Data: []byte("[]")}}},
+		{name: "upstreams_request", in: `{"type":"upstreams_request","id":3}` + "\n", dir: FromMaster, want: []Message{{Type: MsgUpstreamsRequest, ID: 3}}},
+		{name: "upstreams_request from a worker", in: `{"type":"upstreams_request","id":3}` + "\n", dir: FromWorker, garbage: true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -124,7 +124,7 @@ func Serve(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
-	if lns, err = wrapTLS(lns, s); err != nil {
+	if lns, _, err = wrapListeners(lns, s, mlog); err != nil {
 		return err
 	}
 	if s.MetricsBind != nil {
@@ -206,32 +206,6 @@ func reopenInProcess(ctx context.Context, reopens <-chan struct{}, errorLog func
 	}
 }
 
-// wrapTLS puts every listener behind TLS when certfile/keyfile are set; on
-// error it closes them all.
-func wrapTLS(lns []net.Listener, s *Settings) ([]net.Listener, error) {
-	if s.CertFile == "" && s.KeyFile == "" {
-		return lns, nil
-	}
-	fail := func(err error) ([]net.Listener, error) {
-		for _, ln := range lns {
-			ln.Close()
-		}
-		return nil, err
-	}
-	if s.CertFile == "" || s.KeyFile == "" {
-		return fail(errors.New("TLS needs both certfile and keyfile"))
-	}
-	cfg, err := listener.LoadTLS(s.CertFile, s.KeyFile)
-	if err != nil {
-		return fail(err)
-	}
-	out := make([]net.Listener, len(lns))
-	for i, ln := range lns {
-		out[i] = listener.WrapTLS(ln, cfg)
-	}
-	return out, nil
-}
-
 // openListeners opens every bind through opener (nil: directly); on error
 // it closes the ones it opened.
 func openListeners(ctx context.Context, s *Settings, opener listener.Opener, log hclog.Logger) ([]net.Listener, error) {
@@ -264,9 +238,13 @@ type server struct {
 }
 
 // newServer prepares serving h; ctx's values (not its cancellation) reach
-// every request.
+// every request. In front of h, outermost first: the drain tracker, the
+// limit_request_* checks, and the forwarding headers (forwarded_allow_ips:
+// the client address and scheme h sees, so the access log and metrics
+// that observe wraps h in see the client, not the proxy).
 func newServer(ctx context.Context, h http.Handler, s *Settings, log hclog.Logger) *server {
 	t := newConnTracker()
+	h = forwardedHandler(h, s)
 	return &server{log: log, handler: t.wrap(newLimits(s).wrap(h, log)), s: s, baseCtx: context.WithoutCancel(ctx), conns: t}
 }
 
@@ -285,6 +263,9 @@ func (srv *server) newHTTPServer() *http.Server {
 		BaseContext: func(net.Listener) context.Context { return srv.baseCtx },
 		ConnContext: srv.conns.connContext,
 		ConnState:   srv.conns.connState,
+		// protocols: HTTP/1, HTTP/2 over TLS, HTTP/2 in clear (prior
+		// knowledge); the TLS listeners offer the same through ALPN.
+		Protocols: httpProtocols(srv.s),
 	}
 	if srv.s.Keepalive == 0 {
 		hs.SetKeepAlivesEnabled(false)

@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"paddock/accesslog"
+	"paddock/forwarded"
 	"paddock/listener"
 	"paddock/pipeline"
 )
@@ -91,6 +92,26 @@ type Settings struct {
 	// through ALPN); both or neither.
 	CertFile string
 	KeyFile  string
+	// Protocols are the HTTP versions served (protocols), a subset of
+	// h1, h2 (HTTP/2 over TLS, through ALPN) and h2c (HTTP/2 in clear,
+	// prior knowledge), in that order. h2 applies to TLS listeners and h2c
+	// to clear ones; Resolve checks the set leaves something to serve.
+	// Empty means net/http's default (HTTP/1.1, and HTTP/2 over TLS).
+	Protocols []string `json:",omitempty"`
+	// ProxyProtocol says whether connections start with a PROXY protocol
+	// header (proxy_protocol: off, v1, v2, auto); ProxyAllowIPs are the
+	// peers whose header is used (proxy_allow_ips; unix-socket peers
+	// always are).
+	ProxyProtocol listener.ProxyMode `json:",omitempty"`
+	ProxyAllowIPs forwarded.Networks
+	// ForwardedAllowIPs are the peers whose forwarding headers are
+	// believed (forwarded_allow_ips; unix-socket peers always are);
+	// ForwardedHeader is the header that lists the hops
+	// (forwarded_header); SecureSchemeHeaders map a header to the value
+	// that means https (secure_scheme_headers). See package forwarded.
+	ForwardedAllowIPs   forwarded.Networks
+	ForwardedHeader     string            `json:",omitempty"`
+	SecureSchemeHeaders map[string]string `json:",omitempty"`
 	// Pidfile is written with the serving process's pid; "" writes none.
 	Pidfile string
 	// ControlSocket is the control socket's path as set (flag, env or
@@ -172,6 +193,14 @@ const (
 	DefaultLimitRequestFieldSize = 8190
 	DefaultBacklog               = 2048
 
+	// DefaultProtocols: HTTP/1.x everywhere, HTTP/2 over TLS.
+	DefaultProtocols = "h1 h2"
+	// DefaultAllowIPs is gunicorn's default of proxy_allow_ips and
+	// forwarded_allow_ips.
+	DefaultAllowIPs = "127.0.0.1,::1"
+	// DefaultSecureSchemeHeaders is gunicorn's secure_scheme_headers.
+	DefaultSecureSchemeHeaders = "X-FORWARDED-PROTOCOL: ssl, X-FORWARDED-PROTO: https, X-FORWARDED-SSL: on"
+
 	// maxRequestLine and maxRequestFields are gunicorn's upper bounds.
 	maxRequestLine   = 8190
 	maxRequestFields = 32768
@@ -246,6 +275,10 @@ var table = func() []Setting {
 		func(s *Settings, v string) error { s.ControlSocket = strings.TrimSpace(v); return nil })
 	controlSocket.Flags = []string{"ctl-socket", "control-socket"}
 	controlSocket.Envs = []string{"PADDOCK_CTL_SOCKET", "PADDOCK_CONTROL_SOCKET"}
+	forwardedAllow := setting("forwarded_allow_ips", DefaultAllowIPs, "peers (`LIST` of IPs and CIDRs; * for every peer) whose forwarding headers (X-Forwarded-For, Forwarded, the secure scheme headers) are believed; from other peers they are removed; unix-socket peers are always trusted",
+		networks(func(s *Settings, n forwarded.Networks) { s.ForwardedAllowIPs = n }))
+	// gunicorn reads FORWARDED_ALLOW_IPS as the default.
+	forwardedAllow.FallbackEnvs = []string{"FORWARDED_ALLOW_IPS"}
 	return []Setting{
 		bind,
 		setting("host", listener.PasteHost, "Paste-style `HOST` to serve on when bind is not set", nil),
@@ -277,6 +310,21 @@ var table = func() []Setting {
 			func(s *Settings, v string) error { s.CertFile = strings.TrimSpace(v); return nil }),
 		setting("keyfile", "", "the private key (PEM) of certfile, in `FILE`",
 			func(s *Settings, v string) error { s.KeyFile = strings.TrimSpace(v); return nil }),
+		setting("protocols", DefaultProtocols, "HTTP versions to serve (`LIST`, space- or comma-separated): h1 (HTTP/1.x), h2 (HTTP/2 over TLS, negotiated through ALPN), h2c (HTTP/2 in clear, prior knowledge only: no Upgrade: h2c); h2 applies to TLS listeners, h2c to clear ones",
+			parseProtocols),
+		setting("proxy_protocol", string(listener.ProxyOff), "read a PROXY protocol header (HAProxy's) at the start of each connection (`MODE`): off; v1 or v2 (required from proxy_allow_ips peers, of that version); auto (either version, optional); a header from another peer is dropped and its own address kept",
+			func(s *Settings, v string) error {
+				m, err := listener.ParseProxyMode(v)
+				s.ProxyProtocol = m
+				return err
+			}),
+		setting("proxy_allow_ips", DefaultAllowIPs, "peers (`LIST` of IPs and CIDRs; * for every peer) whose PROXY protocol header is used; unix-socket peers always are",
+			networks(func(s *Settings, n forwarded.Networks) { s.ProxyAllowIPs = n })),
+		forwardedAllow,
+		setting("forwarded_header", forwarded.DefaultHeader, "the header (`NAME`) a trusted proxy lists the hops in: X-Forwarded-For, Forwarded (RFC 7239), or another in X-Forwarded-For syntax (X-Real-IP, CF-Connecting-IP); only this one is read for the client address",
+			parseForwardedHeader),
+		setting("secure_scheme_headers", DefaultSecureSchemeHeaders, "headers that tell a trusted proxy's request was https (`LIST` of NAME: VALUE, comma-separated; any other value of them means http, and contradicting ones are answered 400); empty: none",
+			parseSecureSchemeHeaders),
 		setting("pidfile", "", "write the server's pid to `FILE`",
 			func(s *Settings, v string) error { s.Pidfile = strings.TrimSpace(v); return nil }),
 		controlSocket,
@@ -340,12 +388,10 @@ func parseUmask(s *Settings, v string) error {
 // Settings that real gunicorn/Paste configs carry and paddock knows but
 // does not implement yet. Refused ones would silently weaken the service if
 // ignored (plain HTTP instead of TLS, root instead of a service user);
-// the others are warned about and ignored.
+// the others are warned about and ignored. None at the moment.
 var (
-	refused = map[string]string{
-		"proxy_protocol": "the PROXY protocol is not implemented yet; every request would be misread",
-	}
-	notYet = []string{"forwarded_allow_ips"}
+	refused = map[string]string{}
+	notYet  = []string{}
 )
 
 // Known returns the settings Resolve reads from flags and the environment,
@@ -459,6 +505,18 @@ func Resolve(in Input) (*Settings, []*pipeline.Error, error) {
 	if err := resolveHostPort(s, in, &warnings); err != nil {
 		errs = append(errs, err)
 	}
+	if len(errs) == 0 {
+		if err := checkProtocols(s); err != nil {
+			o := s.Origins["protocols"]
+			if o.Source == SourceFile {
+				e := fileErr("protocols", "%v", err)
+				e.Err = err
+				errs = append(errs, e)
+			} else {
+				errs = append(errs, &SettingError{Setting: "protocols", Origin: o, Err: err})
+			}
+		}
+	}
 
 	if in.Server != nil {
 		known := make(map[string]bool, len(table))
@@ -469,7 +527,7 @@ func Resolve(in Input) (*Settings, []*pipeline.Error, error) {
 			switch {
 			case known[key]:
 			case refused[key] != "":
-				if strings.TrimSpace(in.Server.Settings[key]) == "" || (key == "proxy_protocol" && isFalse(in.Server.Settings[key])) {
+				if strings.TrimSpace(in.Server.Settings[key]) == "" || isFalse(in.Server.Settings[key]) {
 					continue
 				}
 				errs = append(errs, fileErr(key, "%s", refused[key]))

@@ -180,8 +180,19 @@ use = egg:paddock#hello
 		{name: "log level", flags: map[string]string{"loglevel": "loud"}, want: []string{`--log-level: unknown log level "loud"`}, flagOnly: true},
 		{name: "empty bind", flags: map[string]string{"bind": " "}, want: []string{`--bind: no address`}, flagOnly: true},
 		{name: "bad port", env: map[string]string{"PADDOCK_PORT": "http"}, want: []string{`PADDOCK_PORT: listener: bind "127.0.0.1:http"`}},
-		{name: "proxy protocol refused", ini: "[server:main]\nuse = egg:paddock#http\nproxy_protocol = v1\n\n[app:main]\nuse = egg:paddock#hello\n",
-			want: []string{`paste.ini:3: [server:main]: proxy_protocol: the PROXY protocol is not implemented yet`}},
+		{name: "bad proxy protocol", ini: "[server:main]\nuse = egg:paddock#http\nproxy_protocol = v3\n\n[app:main]\nuse = egg:paddock#hello\n",
+			want: []string{`paste.ini:3: [server:main]: proxy_protocol: "v3" is not a PROXY protocol mode (off, v1, v2 or auto)`}},
+		{name: "bad allow lists", ini: "[server:main]\nuse = egg:paddock#http\nproxy_allow_ips = 10.0.0.0/33\nforwarded_allow_ips = 127.0.0.1, localhost\n\n[app:main]\nuse = egg:paddock#hello\n",
+			want: []string{`paste.ini:3: [server:main]: proxy_allow_ips: bad address or network "10.0.0.0/33"`, `paste.ini:4: [server:main]: forwarded_allow_ips: bad address or network "localhost"`}},
+		{name: "forwarded allow ips from gunicorn's variable", env: map[string]string{"FORWARDED_ALLOW_IPS": "nope"}, want: []string{`FORWARDED_ALLOW_IPS: bad address or network "nope"`}},
+		{name: "unknown protocol", flags: map[string]string{"protocols": "h1 h3"}, want: []string{`--protocols: h3 (HTTP/3 over QUIC) is not supported`}, flagOnly: true},
+		{name: "h2 alone in clear", ini: "[server:main]\nuse = egg:paddock#http\nprotocols = h2\n\n[app:main]\nuse = egg:paddock#hello\n",
+			want: []string{`paste.ini:3: [server:main]: protocols: h2 is HTTP/2 over TLS, and no certfile is set`}},
+		{name: "h2c alone over TLS", env: map[string]string{"PADDOCK_PROTOCOLS": "h2c", "PADDOCK_CERTFILE": "c.pem", "PADDOCK_KEYFILE": "k.pem"},
+			want: []string{`PADDOCK_PROTOCOLS: h2c is HTTP/2 in clear, and with certfile set every listener serves TLS`}},
+		{name: "bad secure scheme headers", ini: "[server:main]\nuse = egg:paddock#http\nsecure_scheme_headers = X-Proto https, Bad Name: on\n\n[app:main]\nuse = egg:paddock#hello\n",
+			want: []string{`paste.ini:3: [server:main]: secure_scheme_headers: "X-Proto https": want NAME: VALUE`, `"Bad Name" is not a header name`}},
+		{name: "bad forwarded header", flags: map[string]string{"forwarded_header": "X Forwarded"}, want: []string{`--forwarded-header: "X Forwarded" is not a header name`}, flagOnly: true},
 		{name: "bad umask", ini: "[server:main]\nuse = egg:paddock#http\numask = 0999\n\n[app:main]\nuse = egg:paddock#hello\n",
 			want: []string{`paste.ini:3: [server:main]: umask: not a umask`}},
 		{name: "bad max_requests", env: map[string]string{"PADDOCK_MAX_REQUESTS": "-1"}, want: []string{`PADDOCK_MAX_REQUESTS: -1 is out of range`}},
@@ -218,7 +229,7 @@ func TestResolveWarnings(t *testing.T) {
 	srv := loadServer(t, `[server:main]
 use = egg:paddock#http
 threads = 8
-forwarded_allow_ips = *
+gunicorn_only = x
 host = 0.0.0.0
 bind = 127.0.0.1:9000
 proxy_protocol = false
@@ -240,7 +251,7 @@ use = egg:paddock#hello
 	got := strings.Join(lines, "\n")
 	for _, want := range []string{
 		`paste.ini:3: [server:main]: unknown setting "threads"`,
-		`paste.ini:4: [server:main]: setting "forwarded_allow_ips" is not implemented yet`,
+		`paste.ini:4: [server:main]: unknown setting "gunicorn_only"`,
 		`paste.ini:5: [server:main]: host and port are ignored: bind is set`,
 	} {
 		if !strings.Contains(got, want) {
@@ -303,5 +314,59 @@ func TestParseLogLevel(t *testing.T) {
 				t.Errorf("ParseLogLevel(%q) = %v, %v; want %v, error %v", tc.in, got, err, tc.want, tc.err)
 			}
 		})
+	}
+}
+
+func TestResolveProtocolSettings(t *testing.T) {
+	s, _, err := Resolve(Input{LookupEnv: env(nil)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(s.Protocols, " ") != "h1 h2" || s.ProxyProtocol != listener.ProxyOff ||
+		s.ProxyAllowIPs.String() != "127.0.0.1/32,::1/128" || s.ForwardedAllowIPs.String() != "127.0.0.1/32,::1/128" ||
+		s.ForwardedHeader != "X-Forwarded-For" || len(s.SecureSchemeHeaders) != 3 || s.SecureSchemeHeaders["X-Forwarded-Proto"] != "https" ||
+		s.SecureSchemeHeaders["X-Forwarded-Protocol"] != "ssl" || s.SecureSchemeHeaders["X-Forwarded-Ssl"] != "on" {
+		t.Errorf("defaults: %q %q %s %s %q %v", s.Protocols, s.ProxyProtocol, s.ProxyAllowIPs, s.ForwardedAllowIPs, s.ForwardedHeader, s.SecureSchemeHeaders)
+	}
+
+	srv := loadServer(t, `[server:main]
+use = egg:paddock#http
+protocols = H2C, h1 h1
+proxy_protocol = true
+proxy_allow_ips = 10.0.0.0/8
+forwarded_header = forwarded
+secure_scheme_headers = {'X-FORWARDED-PROTO': 'https', "X-Scheme": "secure"}
+
+[app:main]
+use = egg:paddock#hello
+`)
+	s, _, err = Resolve(Input{LookupEnv: env(map[string]string{"FORWARDED_ALLOW_IPS": "*"}), Server: srv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(s.Protocols, " ") != "h1 h2c" || s.ProxyProtocol != listener.ProxyAuto || s.ProxyAllowIPs.String() != "10.0.0.0/8" ||
+		!s.ForwardedAllowIPs.All() || s.Origins["forwarded_allow_ips"].Where != "FORWARDED_ALLOW_IPS" ||
+		s.ForwardedHeader != "Forwarded" || len(s.SecureSchemeHeaders) != 2 || s.SecureSchemeHeaders["X-Scheme"] != "secure" {
+		t.Errorf("file: %q %q %s %s %q %v", s.Protocols, s.ProxyProtocol, s.ProxyAllowIPs, s.ForwardedAllowIPs, s.ForwardedHeader, s.SecureSchemeHeaders)
+	}
+	// PADDOCK_FORWARDED_ALLOW_IPS wins over the file, the file over
+	// gunicorn's FORWARDED_ALLOW_IPS.
+	srv = loadServer(t, "[server:main]\nuse = egg:paddock#http\nforwarded_allow_ips = 10.1.0.0/16\nsecure_scheme_headers =\nproxy_protocol = off\n\n[app:main]\nuse = egg:paddock#hello\n")
+	s, _, err = Resolve(Input{LookupEnv: env(map[string]string{"FORWARDED_ALLOW_IPS": "*"}), Server: srv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.ForwardedAllowIPs.String() != "10.1.0.0/16" || len(s.SecureSchemeHeaders) != 0 || s.ProxyProtocol != listener.ProxyOff {
+		t.Errorf("file over FORWARDED_ALLOW_IPS: %s, secure %v, proxy %q", s.ForwardedAllowIPs, s.SecureSchemeHeaders, s.ProxyProtocol)
+	}
+	s, _, err = Resolve(Input{LookupEnv: env(map[string]string{"PADDOCK_FORWARDED_ALLOW_IPS": "192.0.2.0/24"}), Server: srv})
+	if err != nil || s.ForwardedAllowIPs.String() != "192.0.2.0/24" {
+		t.Errorf("env over file: %v %v", s, err)
+	}
+
+	// h2 alone is fine over TLS.
+	s, _, err = Resolve(Input{LookupEnv: env(map[string]string{"PADDOCK_PROTOCOLS": "h2", "PADDOCK_CERTFILE": "c", "PADDOCK_KEYFILE": "k"})})
+	if err != nil || strings.Join(s.Protocols, ",") != "h2" {
+		t.Errorf("h2 over TLS: %v %v", s, err)
 	}
 }
