@@ -375,3 +375,57 @@ func TestFiltersEndToEnd(t *testing.T) {
 		t.Logf("paddock stderr:\n%s", stderr)
 	}
 }
+
+// An edit of the htpasswd file alone reloads the server (the master
+// watches the files factories read as configuration), like an edit of
+// the config.
+func TestFiltersHtpasswdWatched(t *testing.T) {
+	dir := t.TempDir()
+	htpasswd := filepath.Join(dir, "htpasswd")
+	save := func(lines ...string) {
+		t.Helper()
+		tmp := htpasswd + ".tmp"
+		if err := os.WriteFile(tmp, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, htpasswd); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hash := func(pw string) string {
+		h, err := bcrypt.GenerateFromPassword([]byte(pw), bcrypt.MinCost)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(h)
+	}
+	save("alice:" + hash("wonderland"))
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	config := fmt.Sprintf("[server:main]\nuse = egg:paddock#http\nbind = %s\nworkers = 2\n\n[pipeline:main]\npipeline = auth hello\n\n[filter:auth]\nuse = egg:paddock#basic_auth\nhtpasswd = %s\n\n[app:hello]\nuse = egg:paddock#hello\n", addr, htpasswd)
+	sock := filepath.Join(t.TempDir(), "ctl.sock")
+	startPaddock(t, config, "--ctl-socket", sock)
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	status := func(user, pw string) int {
+		req, _ := http.NewRequest("GET", "http://"+addr+"/", nil)
+		req.SetBasicAuth(user, pw)
+		resp, err := client.Do(req)
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	waitFor(t, "alice served", 15*time.Second, func() bool { return status("alice", "wonderland") == 200 })
+	if got := status("bob", "builder"); got != 401 {
+		t.Fatalf("bob before he is added: %d, want 401", got)
+	}
+	save("alice:"+hash("wonderland"), "bob:"+hash("builder"))
+	saved := time.Now()
+	waitFor(t, "bob accepted after the htpasswd edit", 5*time.Second, func() bool { return status("bob", "builder") == 200 })
+	t.Logf("bob accepted %s after the save", time.Since(saved).Round(time.Millisecond))
+	for range 10 {
+		if got := status("bob", "builder"); got != 200 {
+			t.Fatalf("bob on a new connection: %d, want 200 from every worker", got)
+		}
+	}
+}

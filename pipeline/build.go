@@ -64,6 +64,9 @@ type Pipeline struct {
 
 	closers  []io.Closer
 	statuses []StatusEntry // Config.AddStatus reports (status.go)
+	// Watch are files factories read as configuration (Config.WatchFile),
+	// beyond Files: a server reloads when they change.
+	Watch []string
 }
 
 // Close releases the resources the pipeline's factories registered, in
@@ -368,6 +371,7 @@ func (w *realWorld) config(inv *invocation, spec string) *Config {
 		keys:     append([]string(nil), inv.local.keys...),
 		closers:  &w.p.closers,
 		statuses: &w.p.statuses,
+		watch:    &w.p.Watch,
 		metrics:  w.metrics,
 	}
 }

@@ -76,6 +76,7 @@ func parseBasicAuthFilter(c *Config) (*basicAuth, error) {
 	if err != nil {
 		return nil, err
 	}
+	c.WatchFile(path) // an edit reloads the server, which re-reads it
 	realm := c.String("realm", basicAuthDefaultRealm)
 	if !validHeaderValue(realm) {
 		return nil, c.Errorf("realm", "realm: contains control characters")

@@ -54,7 +54,9 @@ type Config struct {
 	closers *[]io.Closer
 	// statuses collects AddStatus reports (status.go).
 	statuses *[]StatusEntry
-	metrics  MetricsSource
+	// watch collects WatchFile paths.
+	watch   *[]string
+	metrics MetricsSource
 }
 
 // Metrics is LoadOptions.Metrics: the server's metrics, for the metrics
@@ -262,6 +264,17 @@ func (c *Config) AddCloser(cl io.Closer) {
 		c.closers = new([]io.Closer)
 	}
 	*c.closers = append(*c.closers, cl)
+}
+
+// WatchFile names a file the factory read that is part of its
+// configuration (an htpasswd file): a server reloads when it changes, as
+// for the config file itself. Files a factory serves (static roots) are
+// not for watching.
+func (c *Config) WatchFile(path string) {
+	if c.watch == nil {
+		c.watch = new([]string)
+	}
+	*c.watch = append(*c.watch, path)
 }
 
 // Unused returns the local options no getter asked for, sorted.

@@ -181,9 +181,12 @@ type Arbiter struct {
 	// configContents are those files' bytes as validated: workers build
 	// from them (spawn, reload), never from the files as they are now.
 	configContents map[string][]byte
-	tlsDigest      string // tlsDigest of the running settings
-	lastReload     *control.ReloadOutcome
-	waiters        []*rollWaiter // Reload calls waiting for their roll
+	// configWatch are files the config's factories read as configuration
+	// (htpasswd): watched too.
+	configWatch []string
+	tlsDigest   string // tlsDigest of the running settings
+	lastReload  *control.ReloadOutcome
+	waiters     []*rollWaiter // Reload calls waiting for their roll
 	// Binary upgrade (upgrade.go).
 	upgrading      bool                // an upgrade goroutine runs
 	upgraded       bool                // a new master took over
@@ -341,7 +344,7 @@ func (a *Arbiter) Run(ctx context.Context) error {
 		LogWarnings(a.log, p.Warnings)
 		p.Close()
 		a.recordConfig(p.Contents[p.Files[0]], nil)
-		a.configFiles, a.configContents = p.Files, p.Contents
+		a.configFiles, a.configContents, a.configWatch = p.Files, p.Contents, p.Watch
 		if d, err := ContentsDigest(p.Files, p.Contents); err == nil {
 			a.configDigest = d
 		}

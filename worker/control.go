@@ -112,9 +112,10 @@ func (a *Arbiter) reload(why string) (res control.ReloadResult, err error) {
 		files    []string
 		digest   string
 		contents map[string][]byte
+		watch    []string
 	)
 	if err == nil {
-		files, digest, contents, err = a.validatePipeline()
+		files, digest, contents, watch, err = a.validatePipeline()
 	}
 	if err == nil {
 		// Workers re-read certfile and keyfile in place: a pair that does
@@ -202,7 +203,7 @@ func (a *Arbiter) reload(why string) (res control.ReloadResult, err error) {
 	a.settings = ns
 	a.recordConfig(data, nil)
 	if a.opts.ConfigPath != "" {
-		a.configFiles, a.configDigest, a.configContents = files, digest, contents
+		a.configFiles, a.configDigest, a.configContents, a.configWatch = files, digest, contents, watch
 	}
 	if sections := changedSections(a.opts.ConfigPath, oldData, data); len(sections) > 0 {
 		changed = append(changed, sections...)
@@ -230,25 +231,26 @@ func (a *Arbiter) reload(why string) (res control.ReloadResult, err error) {
 
 // validatePipeline builds the whole pipeline of the config file and
 // closes it; it returns the files the load read, the digest of the bytes
-// it read (ContentsDigest) and those bytes. Without a config path (tests)
-// there is nothing to validate.
-func (a *Arbiter) validatePipeline() ([]string, string, map[string][]byte, error) {
+// it read (ContentsDigest), those bytes, and the files its factories
+// read as configuration (pipeline.Pipeline.Watch). Without a config path
+// (tests) there is nothing to validate.
+func (a *Arbiter) validatePipeline() (files []string, digest string, contents map[string][]byte, watch []string, err error) {
 	if a.opts.ConfigPath == "" {
-		return nil, "", nil, nil
+		return nil, "", nil, nil, nil
 	}
 	p, err := pipeline.Load(pipeline.LoadOptions{Path: a.opts.ConfigPath, Name: a.opts.AppName, Kind: pipeline.ObjectApp, Registry: a.opts.Registry})
 	if err != nil {
-		return nil, "", nil, err
+		return nil, "", nil, nil, err
 	}
 	LogWarnings(a.log, p.Warnings)
 	if err := p.Close(); err != nil {
 		a.log.Warn("close the validated pipeline", "error", err)
 	}
-	digest, err := ContentsDigest(p.Files, p.Contents)
+	digest, err = ContentsDigest(p.Files, p.Contents)
 	if err != nil {
-		return nil, "", nil, err
+		return nil, "", nil, nil, err
 	}
-	return p.Files, digest, p.Contents, nil
+	return p.Files, digest, p.Contents, p.Watch, nil
 }
 
 // reloadInPlace asks every ready worker to swap to the current
@@ -285,11 +287,12 @@ func tlsDigest(s *Settings) string {
 }
 
 // WatchedFiles is what the config watcher watches: every file the
-// running config's load read (the config first) and the TLS files.
+// running config's load read (the config first), the files its factories
+// read as configuration (htpasswd) and the TLS files.
 func (a *Arbiter) WatchedFiles(ctx context.Context) ([]string, error) {
 	v, err := a.do(ctx, func() any {
 		files := slices.Clone(a.configFiles)
-		for _, f := range []string{a.settings.CertFile, a.settings.KeyFile} {
+		for _, f := range append(slices.Clone(a.configWatch), a.settings.CertFile, a.settings.KeyFile) {
 			if f != "" && !slices.Contains(files, f) {
 				files = append(files, f)
 			}
