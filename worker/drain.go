@@ -108,16 +108,21 @@ func (t *connTracker) settled(now time.Time) bool {
 	return ok
 }
 
-// settle waits, bounded by settleMax and ctx, until settled.
-func (t *connTracker) settle(ctx context.Context) {
+// settle waits, bounded by settleMax and ctx, until settled; it reports
+// whether it was.
+func (t *connTracker) settle(ctx context.Context) bool {
 	deadline := time.Now().Add(settleMax)
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
-	for !t.settled(time.Now()) && time.Now().Before(deadline) {
+	for !t.settled(time.Now()) {
+		if !time.Now().Before(deadline) {
+			return false
+		}
 		select {
 		case <-ctx.Done():
-			return
+			return false
 		case <-tick.C:
 		}
 	}
+	return true
 }

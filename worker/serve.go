@@ -376,7 +376,15 @@ func (srv *server) drain(ctx context.Context, stop <-chan Stop, grace time.Durat
 	for _, ln := range srv.lns {
 		ln.Close()
 	}
-	srv.conns.settle(ictx)
+	// Each Serve loop returns at its next Accept, after registering the
+	// connection it accepted last (ConnContext): settle must see that
+	// one, or Shutdown would drop its request.
+	srv.wg.Wait()
+	if !srv.conns.settle(ictx) {
+		// A connection that never sent its request in time, or a
+		// starved process: Shutdown may drop what arrives now.
+		srv.log.Warn("drain: connections still unsettled; shutting down anyway", "waited", settleMax.String())
+	}
 	if err := srv.shutdown(ictx); err != nil {
 		srv.log.Warn("drain incomplete; closing remaining connections", "error", context.Cause(ictx))
 		srv.close()
