@@ -8,7 +8,8 @@
 # harness's (../shared/bench/peers/{nginx,haproxy,caddy}, their configs as documented in
 # ../shared/bench/RESULTS.md: nginx 2 workers + upstream keepalive 64, HAProxy 2 threads +
 # http-reuse always, Caddy keepalive_idle_conns_per_host 128); paddock is bench/proxy/start.sh
-# (bench/proxy/proxy.ini, `workers` from --workers). The peers run in turn within each round, a
+# (bench/proxy/proxy.ini, `workers` from --workers). go-bare is bench/bareproxy: net/http's
+# httputil.ReverseProxy with nothing else, the floor of what Go's HTTP stack costs. The peers run in turn within each round, a
 # fresh backend for each, and the table gives every round and the median.
 #
 # usage: bench/proxy.sh [--rounds N] [--duration S] [--conns N] [--workers N] [--only a,b]
@@ -16,7 +17,7 @@
 #   --duration S   seconds of each measured run (default 10, at most 15)
 #   --conns N      wrk connections (default 64; threads 2)
 #   --workers N    paddock's worker processes (default 1: one process, GOMAXPROCS = 2)
-#   --only LIST    a subset of paddock,nginx,haproxy,caddy
+#   --only LIST    a subset of paddock,nginx,haproxy,caddy,go-bare
 # Install the peers first (see ../shared/bench/README.md):
 #   apt-get update && apt-get install -y wrk nginx caddy haproxy
 # Every process is started here on 127.0.0.1 and stopped by PID (lib.sh's stop_tree).
@@ -27,7 +28,7 @@ BENCH=$ROOT/../shared/bench
 BENCH=$(cd "$BENCH" && pwd)
 . "$BENCH/lib.sh"
 
-ROUNDS=3 DUR=10 CONNS=64 WORKERS=1 ONLY=paddock,nginx,haproxy,caddy
+ROUNDS=3 DUR=10 CONNS=64 WORKERS=1 ONLY=paddock,nginx,haproxy,caddy,go-bare
 while [ $# -gt 0 ]; do
   case $1 in
     --rounds) ROUNDS=$2; shift;;
@@ -55,7 +56,8 @@ trap cleanup EXIT
 GO=${GO:-go}
 command -v "$GO" > /dev/null || GO=/usr/local/go/bin/go
 log "building paddock into $RUN_TMP"
-mkdir -p "$RUN_TMP/bin" && (cd "$ROOT" && CGO_ENABLED=0 "$GO" build -o "$RUN_TMP/bin/paddock" .) || exit 1
+mkdir -p "$RUN_TMP/bin" && (cd "$ROOT" && CGO_ENABLED=0 "$GO" build -o "$RUN_TMP/bin/paddock" . &&
+  CGO_ENABLED=0 "$GO" build -o "$RUN_TMP/bin/bareproxy" ./bench/bareproxy) || exit 1
 if [ ! -x "$BENCH/bin/gobench" ] || [ "$BENCH/peers/go/main.go" -nt "$BENCH/bin/gobench" ]; then
   (cd "$BENCH/peers/go" && "$GO" build -o "$BENCH/bin/gobench" .) || exit 1
 fi
@@ -67,6 +69,7 @@ PEERS=(
   "nginx|18021|exec peers/nginx/start.sh proxy"
   "haproxy|18040|exec peers/haproxy/start.sh"
   "caddy|18031|exec peers/caddy/start.sh proxy"
+  "go-bare|18051|exec $(q "$RUN_TMP/bin/bareproxy") -addr 127.0.0.1:18051 -backend http://127.0.0.1:\$BACKEND_PORT"
 )
 
 {
