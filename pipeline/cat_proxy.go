@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -76,6 +77,7 @@ type proxyOptions struct {
 	healthPasses    int
 	allowedMethods  []string
 	suppressHeaders []string
+	tls             *tls.Config // nil: Go's defaults for https:// upstreams
 }
 
 // proxyAliases are the older names of options (the first releases' and
@@ -224,6 +226,9 @@ func parseProxyOptions(c *Config) (*proxyOptions, error) {
 	for _, h := range c.List("suppress_http_headers") {
 		o.suppressHeaders = append(o.suppressHeaders, textproto.CanonicalMIMEHeaderKey(h))
 	}
+	if o.tls, err = parseProxyTLS(c); err != nil {
+		return nil, err
+	}
 	return o, nil
 }
 
@@ -264,6 +269,7 @@ func newProxyApp(c *Config) (http.Handler, error) {
 		DisableKeepAlives:     o.maxIdle == 0,
 		MaxConnsPerHost:       o.maxConns,
 		IdleConnTimeout:       o.idleTimeout,
+		TLSClientConfig:       o.tls,
 		TLSHandshakeTimeout:   10 * time.Second,
 		ResponseHeaderTimeout: o.headerTimeout,
 		ExpectContinueTimeout: 1 * time.Second,
