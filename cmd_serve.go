@@ -194,22 +194,38 @@ func runArbiter(ctx context.Context, c *cli.Context, path string, settings *work
 		ctl     *control.Server
 		ctlLn   *handoffListener
 		ctlDone chan error
+		ctlSock *control.Socket
 	)
 	// The control socket is created once the data sockets are (so
 	// through the same tableflip upgrader, which hands it to a new binary
 	// on upgrade) and before any worker starts. tableflip's Stop, when
 	// the master stops, unlinks it.
 	openControl := func() error {
-		ln, err := control.Listen(ctx, sockPath, upg)
+		ln, err := control.ListenSocket(ctx, sockPath, upg)
 		if err != nil {
 			return fmt.Errorf("control socket %s (%s): %w", sockPath, how, err)
 		}
 		ctl = control.NewServer(control.ServerOptions{Controller: arb, Logger: log, Version: version})
 		ctlDone = make(chan error, 1)
+		ctlSock = ln
 		ctlLn = &handoffListener{Listener: ln}
 		go func() { ctlDone <- ctl.Serve(ctlLn) }()
 		log.Named(logname.Control).Info("control socket", "path", sockPath, "from", how)
 		return nil
+	}
+	// recreateControl binds the control socket again when its file was
+	// deleted (USR1 and every reload call it; both run in the arbiter's
+	// goroutine, like openControl).
+	recreateControl := func() {
+		if ctlSock == nil {
+			return
+		}
+		switch again, err := ctlSock.Recreate(ctx); {
+		case err != nil:
+			log.Named(logname.Control).Error("cannot recreate the control socket", "path", sockPath, "error", err)
+		case again:
+			log.Named(logname.Control).Warn("control socket file was deleted; recreated it", "path", sockPath)
+		}
 	}
 	arb, err = worker.NewArbiter(worker.ArbiterOptions{
 		ConfigPath:    path,
@@ -239,8 +255,9 @@ func runArbiter(ctx context.Context, c *cli.Context, path string, settings *work
 		// a file); accesslog = - is the master's stdout.
 		Stderr:     errLog.Writer(),
 		Stdout:     c.App.Writer,
-		ReopenLogs: errLog.Reopen,
+		ReopenLogs: func() error { recreateControl(); return errLog.Reopen() },
 		Reload: func() (*worker.Settings, error) {
+			recreateControl()
 			server, _, err := worker.LoadServer(path, serverName, nil)
 			if err != nil {
 				return nil, err

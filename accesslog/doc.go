@@ -22,8 +22,8 @@
 //     buffer to the output. When the buffer is full (the disk is slow,
 //     full, or a pipe reader stalls) the line is dropped, not queued and
 //     not waited for: drops are counted (Dropped) and reported through
-//     OnDrop at most once per WarnInterval (10 s by default) with the
-//     number dropped since the last report. Lines whose write failed
+//     OnDrop, the first at once and then at most once per WarnInterval
+//     (10 s by default), with the number dropped since the last report. Lines whose write failed
 //     (ENOSPC, EIO) are counted the same way. Close flushes what is
 //     buffered, waiting at most until its context ends.
 //   - File is an append-only log file that can be reopened at its path

@@ -39,9 +39,9 @@ type WriterOptions struct {
 	// writes up to PIPE_BUF (4096 bytes). 0: one write per batch.
 	MaxWrite int
 	// OnDrop, if set, is called from the Writer's report goroutine (not
-	// the one writing, so also while the output is stuck) at most once per
-	// WarnInterval while lines are being lost, and once more at Close if
-	// some were lost since. It must not write to this Writer's output
+	// the one writing, so also while the output is stuck) as soon as a
+	// line is lost, then at most once per WarnInterval while lines are
+	// being lost, and once more at Close if some were lost since. It must not write to this Writer's output
 	// synchronously in a way that could block forever.
 	OnDrop func(DropReport)
 	// WarnInterval is the shortest time between two OnDrop calls; 0
@@ -67,6 +67,7 @@ type Writer struct {
 	lastErr atomic.Pointer[error]
 	total   atomic.Uint64
 	wake    chan struct{} // 1 slot: there is something to write
+	lost    chan struct{} // 1 slot: a line was lost (report it)
 	quit    chan struct{} // closed by Close
 	drained chan struct{} // closed when run has returned
 	done    chan struct{} // closed when both goroutines have returned
@@ -78,7 +79,7 @@ type Writer struct {
 func NewWriter(out io.Writer, opts WriterOptions) *Writer {
 	w := &Writer{
 		out: out, limit: opts.Limit, maxWrite: opts.MaxWrite, onDrop: opts.OnDrop, interval: opts.WarnInterval,
-		wake: make(chan struct{}, 1), quit: make(chan struct{}), drained: make(chan struct{}), done: make(chan struct{}),
+		wake: make(chan struct{}, 1), lost: make(chan struct{}, 1), quit: make(chan struct{}), drained: make(chan struct{}), done: make(chan struct{}),
 	}
 	if w.limit <= 0 {
 		w.limit = DefaultLimit
@@ -104,6 +105,7 @@ func (w *Writer) Write(p []byte) (int, error) {
 		w.full += lines(p)
 		w.mu.Unlock()
 		w.total.Add(lines(p))
+		w.signalLost()
 		return len(p), nil
 	}
 	w.buf = append(w.buf, p...)
@@ -178,17 +180,47 @@ func (w *Writer) run() {
 	}
 }
 
+// signalLost wakes the report goroutine; never blocks.
+func (w *Writer) signalLost() {
+	select {
+	case w.lost <- struct{}{}:
+	default:
+	}
+}
+
 // reportLoop is the Writer's report goroutine: separate from run, so drops
-// are reported while the output is stuck in a write. It ends after the
-// drain goroutine, with a last report.
+// are reported while the output is stuck in a write. The first loss is
+// reported at once (a full disk shows in the error log when it happens,
+// not an interval later); the next report waits until an interval has
+// passed since the previous one, so a stream of failures is a line per
+// interval, never a line per request. It ends after the drain goroutine,
+// with a last report.
 func (w *Writer) reportLoop() {
 	defer close(w.done)
-	tick := time.NewTicker(w.interval)
-	defer tick.Stop()
+	timer := time.NewTimer(w.interval)
+	timer.Stop()
+	defer timer.Stop()
+	var last time.Time // of the last report; zero: none yet
+	pending := false   // timer runs for a report
 	for {
 		select {
-		case <-tick.C:
-			w.report()
+		case <-w.lost:
+			if pending {
+				continue
+			}
+			if wait := w.interval - time.Since(last); !last.IsZero() && wait > 0 {
+				timer.Reset(wait)
+				pending = true
+				continue
+			}
+			if w.report() {
+				last = time.Now()
+			}
+		case <-timer.C:
+			pending = false
+			if w.report() {
+				last = time.Now()
+			}
 		case <-w.drained:
 			w.report()
 			return
@@ -220,6 +252,7 @@ func (w *Writer) flush(spare []byte) []byte {
 			w.failed.Add(n)
 			w.total.Add(n)
 			w.lastErr.Store(&err)
+			w.signalLost()
 		}
 	}
 	if cap(batch) > 2*w.limit {
@@ -228,15 +261,16 @@ func (w *Writer) flush(spare []byte) []byte {
 	return batch
 }
 
-// report calls OnDrop when lines were lost since the last call.
-func (w *Writer) report() {
+// report calls OnDrop when lines were lost since the last call, and
+// reports whether there were.
+func (w *Writer) report() bool {
 	w.mu.Lock()
 	full := w.full
 	w.full = 0
 	w.mu.Unlock()
 	failed := w.failed.Swap(0)
 	if full == 0 && failed == 0 {
-		return
+		return false
 	}
 	r := DropReport{Full: full, Failed: failed, Total: w.total.Load()}
 	if failed > 0 {
@@ -247,4 +281,5 @@ func (w *Writer) report() {
 	if w.onDrop != nil {
 		w.onDrop(r)
 	}
+	return true
 }

@@ -149,18 +149,65 @@ func (f *failingWriter) Write(p []byte) (int, error) {
 	return 0, &os.PathError{Op: "write", Path: "/var/log/x", Err: syscall.ENOSPC}
 }
 
-// Lines whose write fails are counted and reported with the error.
+// Lines whose write fails are counted and reported with the error: the
+// first loss at once, not an interval later.
 func TestWriterWriteErrors(t *testing.T) {
 	reports := make(chan DropReport, 10)
 	w := NewWriter(&failingWriter{}, WriterOptions{WarnInterval: time.Hour, OnDrop: func(r DropReport) { reports <- r }})
 	w.Write([]byte("a\nb\n"))
+	select {
+	case r := <-reports:
+		if r.Failed != 2 || r.Full != 0 || r.Total != 2 || !errors.Is(r.Err, syscall.ENOSPC) {
+			t.Errorf("first report %+v", r)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the first failed write was not reported at once")
+	}
 	w.Write([]byte("c\n"))
+	select {
+	case r := <-reports:
+		t.Errorf("a second report within the interval: %+v", r)
+	case <-time.After(100 * time.Millisecond):
+	}
 	if err := w.Close(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	r := <-reports
-	if r.Failed != 3 || r.Full != 0 || r.Total != 3 || !errors.Is(r.Err, syscall.ENOSPC) {
-		t.Errorf("report %+v", r)
+	r := <-reports // the last one, at Close
+	if r.Failed != 1 || r.Total != 3 || !errors.Is(r.Err, syscall.ENOSPC) {
+		t.Errorf("report at Close %+v", r)
+	}
+}
+
+// A stream of failing writes is reported once per interval, not once per
+// line, each report counting the lines lost since the previous one.
+func TestWriterWriteErrorsRateLimited(t *testing.T) {
+	const interval = 200 * time.Millisecond
+	reports := make(chan DropReport, 100)
+	w := NewWriter(&failingWriter{}, WriterOptions{WarnInterval: interval, OnDrop: func(r DropReport) { reports <- r }})
+	start := time.Now()
+	n := 0
+	for time.Since(start) < 5*interval {
+		w.Write([]byte("x\n"))
+		n++
+		time.Sleep(time.Millisecond)
+	}
+	if err := w.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	close(reports)
+	var got []DropReport
+	var sum uint64
+	for r := range reports {
+		got = append(got, r)
+		sum += r.Failed
+	}
+	// ~5 intervals: the first report at once, about one per interval
+	// after it, one at Close; a loaded machine may run fewer.
+	if len(got) < 2 || len(got) > 8 {
+		t.Errorf("%d reports for %d failed lines over %v; want one per %v", len(got), n, time.Since(start).Round(time.Millisecond), interval)
+	}
+	if sum != uint64(n) {
+		t.Errorf("reports sum to %d failed lines, want %d", sum, n)
 	}
 }
 

@@ -290,7 +290,16 @@ func writeBody(w http.ResponseWriter, status int, contentType string, b []byte) 
 }
 
 func writeError(w http.ResponseWriter, e *APIError) {
-	b, err := json.Marshal(ErrorBody{Error: e.Error(), Code: e.Code, Details: e.Details})
+	// A config error may quote a value: an upstream URL with a password.
+	details := make([]ConfigProblem, len(e.Details))
+	for i, d := range e.Details {
+		d.Message = redactLines(d.Message, nil)
+		details[i] = d
+	}
+	if len(details) == 0 {
+		details = nil
+	}
+	b, err := json.Marshal(ErrorBody{Error: redactLines(e.Error(), nil), Code: e.Code, Details: details})
 	if err != nil { // cannot happen: strings and ints
 		b = []byte(`{"error":"internal error","code":"internal"}`)
 	}
@@ -541,16 +550,13 @@ func (s *Server) handleConfig(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return err
 		}
-		if v.Settings == nil {
-			v.Settings = map[string]SettingValue{}
-		}
-		return writeJSON(w, http.StatusOK, v)
+		return writeJSON(w, http.StatusOK, redactView(v))
 	case "ini":
 		b, err := s.ctrl.ConfigFile(ctx)
 		if err != nil {
 			return err
 		}
-		writeBody(w, http.StatusOK, "text/plain; charset=utf-8", b)
+		writeBody(w, http.StatusOK, "text/plain; charset=utf-8", redactINI(b))
 		return nil
 	default:
 		return badRequest(fmt.Sprintf("?format= takes json or ini, not %q", f))
@@ -578,6 +584,17 @@ func (s *Server) handlePipeline(w http.ResponseWriter, r *http.Request) error {
 	b, err := s.ctrl.Pipeline(ctx, f)
 	if err != nil {
 		return err
+	}
+	if f == "json" {
+		b = redactJSON(b)
+	} else {
+		// The text and dot graphs show interpolated values but not the
+		// [DEFAULT] options they came from: find the secrets in the JSON.
+		var known []string
+		if j, err := s.ctrl.Pipeline(ctx, "json"); err == nil {
+			known = secretValues(j)
+		}
+		b = redactText(b, known)
 	}
 	writeBody(w, http.StatusOK, ct, b)
 	return nil

@@ -84,11 +84,13 @@ var umaskMu sync.Mutex
 // at most 0600 permissions) and then chmods 0600 anyway.
 //
 // The parent directory is created 0700 if missing; one owned by another
-// user (other than root), or writable by others without the sticky bit, is
-// refused, since whoever controls it can replace the socket. A live socket
-// at path is never stolen: the error names it and, if it answers, the
-// master's pid; it wraps listener.ErrInUse. A stale one (connection
-// refused) is removed.
+// user (other than root), writable by others without the sticky bit, or
+// a symlink another user owns, is refused, since whoever controls it can
+// replace the socket. A live socket at path is never stolen: the error
+// names it and, if it answers, the master's pid; it wraps
+// listener.ErrInUse. A stale one (connection refused) is removed.
+// Anything else at path (a regular file, a directory, a symlink, even one
+// to a socket) is refused and left as it is.
 //
 // With a non-nil opener (tableflip's Fds) the socket is created through
 // it, so an upgrade hands it to the new master, which then gets it back
@@ -120,6 +122,13 @@ func bind(ctx context.Context, path string) (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("control: socket %s: %w", path, err)
 	}
+	// The bind made the file 0600 already; chmod makes sure, but only
+	// the socket itself: chmod follows a symlink that replaced it.
+	if fi, err := os.Lstat(path); err != nil || fi.Mode().Type() != fs.ModeSocket {
+		ln.(*net.UnixListener).SetUnlinkOnClose(false) // not our file any more
+		ln.Close()
+		return nil, fmt.Errorf("control: socket %s was replaced right after it was created (Lstat: %v); not changing its mode", path, err)
+	}
 	if err := os.Chmod(path, SocketMode); err != nil {
 		ln.Close() // also unlinks the file
 		return nil, fmt.Errorf("control: socket %s: %w", path, err)
@@ -132,6 +141,14 @@ func bind(ctx context.Context, path string) (net.Listener, error) {
 func ensureDir(dir string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("control: socket directory: %w", err)
+	}
+	// A symlink in place of the directory (/tmp/paddock-0 planted by
+	// another user before the first start) would let its owner point it
+	// elsewhere later, and ctl would follow: only ours or root's counts.
+	if li, err := os.Lstat(dir); err == nil && li.Mode().Type() == fs.ModeSymlink {
+		if st, ok := li.Sys().(*syscall.Stat_t); ok && st.Uid != 0 && int(st.Uid) != os.Getuid() {
+			return fmt.Errorf("control: socket directory %s is a symlink owned by uid %d, not by uid %d or root: its owner could redirect the socket; set control_socket", dir, st.Uid, os.Getuid())
+		}
 	}
 	fi, err := os.Stat(dir)
 	if err != nil {

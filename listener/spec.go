@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"unicode"
 )
 
 // The networks a Spec can name.
@@ -61,6 +62,10 @@ func (s Spec) String() string {
 	case Systemd:
 		return "systemd:" + s.Addr
 	}
+	// A host named unix or systemd would read back as that network.
+	if strings.HasPrefix(s.Addr, "unix:") || strings.HasPrefix(s.Addr, "systemd:") {
+		return "tcp://" + s.Addr
+	}
 	return s.Addr
 }
 
@@ -76,6 +81,9 @@ func Parse(bind string) (Spec, error) {
 	switch {
 	case bind == "":
 		return Spec{}, badSpec(bind, "empty address")
+	case strings.ContainsFunc(bind, isControl):
+		// Binds are logged and passed to workers: no line breaks.
+		return Spec{}, badSpec(bind, "contains a control character")
 	case strings.HasPrefix(bind, "unix:"):
 		return parseUnix(bind)
 	case strings.HasPrefix(bind, "fd://"):
@@ -153,8 +161,15 @@ func parseUnix(bind string) (Spec, error) {
 		}
 		return Spec{Network: Unix, Addr: path}, nil
 	}
-	return Spec{Network: Unix, Addr: filepath.Clean(path)}, nil
+	path = filepath.Clean(path)
+	// "/a /." cleans to "/a ", which Parse would trim when read back.
+	if strings.TrimRightFunc(path, unicode.IsSpace) != path {
+		return Spec{}, badSpec(bind, "socket path ends with white space")
+	}
+	return Spec{Network: Unix, Addr: path}, nil
 }
+
+func isControl(r rune) bool { return r < ' ' || r == 0x7f }
 
 func parseFD(bind string) (Spec, error) {
 	num := strings.TrimPrefix(bind, "fd://")
@@ -238,9 +253,13 @@ func normaliseHost(host string) (string, error) {
 		return "127.0.0.1", nil
 	}
 	if ip, err := netip.ParseAddr(host); err == nil {
+		// netip takes any zone text: "fe80::1%eth0]:1" would be an IP.
+		if strings.ContainsAny(ip.Zone(), " /[]@\t%") {
+			return "", fmt.Errorf("%q: bad IPv6 zone %q", host, ip.Zone())
+		}
 		return ip.String(), nil
 	}
-	if strings.ContainsAny(host, " /[]@\t") {
+	if strings.ContainsAny(host, " /[]@\t") || strings.ContainsFunc(host, isControl) {
 		return "", fmt.Errorf("%q is not a host name or IP address", host)
 	}
 	return strings.ToLower(host), nil

@@ -136,13 +136,22 @@ func parseProxyOptions(c *Config) (*proxyOptions, error) {
 	for _, t := range raw {
 		u, err := url.Parse(t)
 		if err != nil {
-			return nil, catErr(c, addrKey, "ValueError", err, "%s: bad upstream URL %q", addrKey, t)
+			// Messages are logged and shown by ctl: no password in them.
+			// *url.Error repeats the URL, and its cause may quote a part.
+			var ue *url.Error
+			if errors.As(err, &ue) {
+				err = ue.Err
+			}
+			if strings.Contains(t, "@") {
+				err = nil
+			}
+			return nil, catErr(c, addrKey, "ValueError", err, "%s: bad upstream URL %q", addrKey, redactURL(t))
 		}
 		if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return nil, c.Errorf(addrKey, "%s: upstream %q must be an absolute http:// or https:// URL", addrKey, t)
+			return nil, c.Errorf(addrKey, "%s: upstream %q must be an absolute http:// or https:// URL", addrKey, u.Redacted())
 		}
 		if u.User != nil || u.Fragment != "" {
-			return nil, c.Errorf(addrKey, "%s: upstream %q must not carry user info or a fragment", addrKey, t)
+			return nil, c.Errorf(addrKey, "%s: upstream %q must not carry user info or a fragment", addrKey, u.Redacted())
 		}
 		if seen[u.String()] {
 			return nil, c.Errorf(addrKey, "%s: upstream %q is listed twice", addrKey, t)
@@ -471,6 +480,12 @@ func (p *proxyApp) RoundTrip(req *http.Request) (*http.Response, error) {
 			p.succeeded(up)
 			return resp, nil
 		}
+		if cerr := body.readErr(); cerr != nil {
+			// The client's body failed (too slow for
+			// client_body_timeout, too large for sizelimit, cut off):
+			// the upstream is not at fault, and nothing can be retried.
+			return nil, &clientBodyError{err: cerr}
+		}
 		failed := ctx.Err() == nil && !errors.Is(err, errUpstreamBusy)
 		if failed {
 			p.failed(up, err)
@@ -514,10 +529,13 @@ func idempotent(req *http.Request) bool {
 }
 
 // countingBody counts the bytes the transports read from a request body,
-// so a body that was not touched can be sent again.
+// so a body that was not touched can be sent again, and keeps the error
+// reading it from the client, if any, so that failure is not taken for
+// the upstream's. The standard transport reads it from its own goroutine.
 type countingBody struct {
-	rc io.ReadCloser
-	n  atomic.Int64
+	rc  io.ReadCloser
+	n   atomic.Int64
+	err atomic.Pointer[error]
 }
 
 func (b *countingBody) Read(p []byte) (int, error) {
@@ -525,14 +543,38 @@ func (b *countingBody) Read(p []byte) (int, error) {
 	if n > 0 {
 		b.n.Add(int64(n))
 	}
+	if err != nil && err != io.EOF {
+		b.err.CompareAndSwap(nil, &err)
+	}
 	return n, err
 }
+
+// readErr is the error reading the client's body; nil for no body.
+func (b *countingBody) readErr() error {
+	if b == nil {
+		return nil
+	}
+	if e := b.err.Load(); e != nil {
+		return *e
+	}
+	return nil
+}
+
+// clientBodyError is a request that failed because its body could not be
+// read from the client.
+type clientBodyError struct{ err error }
+
+func (e *clientBodyError) Error() string { return "reading the request body: " + e.err.Error() }
+func (e *clientBodyError) Unwrap() error { return e.err }
 
 // Close does nothing: the ReverseProxy closes the request body (and
 // passes one whose Close is a no-op already).
 func (b *countingBody) Close() error { return nil }
 
 // errorHandler answers a request no upstream answered:
+//   - the client's body could not be read: 413 past a size limit
+//     (sizelimit), 408 when it stalled (client_body_timeout), else 400 —
+//     with Connection: close, as nginx does;
 //   - every upstream marked down: 503 with Retry-After;
 //   - an upstream at max_conns_per_upstream: 503;
 //   - a timeout (connect_timeout, response_header_timeout): 504;
@@ -543,8 +585,22 @@ func (p *proxyApp) errorHandler(w http.ResponseWriter, r *http.Request, err erro
 			c.Close() // an upgrade the ReverseProxy gave up on
 		}
 	}
-	var de *downError
+	var (
+		de *downError
+		ce *clientBodyError
+		me *http.MaxBytesError
+	)
 	switch {
+	case errors.As(err, &ce):
+		w.Header().Set("Connection", "close")
+		switch {
+		case errors.As(err, &me):
+			catWriteText(w, http.StatusRequestEntityTooLarge, "413 Request Entity Too Large\n")
+		case isTimeout(err):
+			catWriteText(w, http.StatusRequestTimeout, "408 Request Timeout: the request body stalled\n")
+		default:
+			catWriteText(w, http.StatusBadRequest, "400 Bad Request: the request body could not be read\n")
+		}
 	case errors.As(err, &de):
 		if r.Context().Err() == nil {
 			p.log.Warn("no upstream to send the request to: every upstream is down", "method", r.Method, "path", r.URL.Path, "request_id", RequestID(r))
@@ -593,4 +649,18 @@ func (proxyBufferPool) Put(b []byte) {
 		b = b[:proxyCopyBufferSize]
 		proxyBuffers.Put(&b)
 	}
+}
+
+// redactURL is raw with the password of its user info hidden, for
+// messages, even when url.Parse refuses raw.
+func redactURL(raw string) string {
+	if u, err := url.Parse(raw); err == nil {
+		return u.Redacted()
+	}
+	if scheme, rest, ok := strings.Cut(raw, "://"); ok {
+		if at := strings.LastIndexByte(rest, '@'); at >= 0 {
+			return scheme + "://xxxxx@" + rest[at+1:]
+		}
+	}
+	return raw
 }

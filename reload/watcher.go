@@ -5,11 +5,13 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -104,7 +106,7 @@ func (w *Watcher) setFiles(files []string) error {
 			sums[f] = s
 			continue
 		}
-		data, err := os.ReadFile(f)
+		data, err := readRegular(f)
 		switch {
 		case err != nil:
 			w.log.Warn("cannot read a watched file; watching for it", "path", f, "error", err)
@@ -200,7 +202,7 @@ func (w *Watcher) rescan() bool {
 	defer w.syncDirsLocked()
 	changed := false
 	for _, f := range w.files {
-		data, err := os.ReadFile(f)
+		data, err := readRegular(f)
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
 				w.log.Warn("watched file is gone; serving on, waiting for it to come back", "path", f)
@@ -222,4 +224,24 @@ func (w *Watcher) rescan() bool {
 		changed = true
 	}
 	return changed
+}
+
+// readRegular reads a watched file, refusing anything but a regular file:
+// opening a FIFO put at a config path would block the watcher until a
+// writer comes (O_NONBLOCK makes that open return at once), and a device
+// may never end.
+func readRegular(name string) ([]byte, error) {
+	f, err := os.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, &fs.PathError{Op: "read", Path: name, Err: fmt.Errorf("not a regular file (mode %v)", fi.Mode())}
+	}
+	return io.ReadAll(f)
 }

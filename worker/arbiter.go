@@ -632,7 +632,11 @@ func (a *Arbiter) stopAll(mode arbiterMode) {
 	for _, w := range a.sorted() {
 		if mode == modeImmediate {
 			w.state = stateDraining
-			w.reason = "stop"
+			if w.reason == "" {
+				// One already draining (retired, replaced) keeps
+				// its reason: the stop only hurries it.
+				w.reason = "stop"
+			}
 			if dl := now.Add(quickStopTimeout); w.deadline.IsZero() || dl.Before(w.deadline) {
 				w.deadline = dl
 			}

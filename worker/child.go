@@ -317,7 +317,14 @@ func RunWorker(ctx context.Context, opts ChildOptions) int {
 	rl := &reloader{swap: swap, enc: enc, env: env, registry: opts.Registry, log: baseLog, onClose: onClose, metrics: wm.source, certs: certs}
 	wg.Go(func() { rl.run(ctx, reloads) })
 	ups := &workerUpstreams{swap: swap, enc: enc} // GET /v1/upstreams (upstreams.go)
-	wg.Go(func() { readCommands(ctx, conn, enc, stop, reloads, reopens, wm, ups, baseLog) })
+	// An orphan (its master gone) drains within timeout, not
+	// graceful_timeout: nobody supervises it any more, and it must not
+	// keep serving a config nobody can reload.
+	orphanGrace := time.Duration(0)
+	if s.Timeout > 0 && s.Timeout < s.GracefulTimeout {
+		orphanGrace = s.Timeout
+	}
+	wg.Go(func() { readCommands(ctx, conn, enc, stop, reloads, reopens, wm, ups, orphanGrace, baseLog) })
 	if err := enc.Send(Message{Type: MsgReady, Pid: pid}); err != nil {
 		log.Warn("cannot report ready; draining", "error", err)
 		stop <- StopGraceful
@@ -378,8 +385,9 @@ func trySend(c chan<- Stop, st Stop) {
 }
 
 // readCommands obeys the master until the channel ends. EOF means the
-// master is gone: drain, so no orphan keeps serving a stale config.
-func readCommands(ctx context.Context, conn net.Conn, enc *Encoder, stop chan<- Stop, reloads chan<- Message, reopens chan<- bool, wm *workerMetrics, ups *workerUpstreams, log hclog.Logger) {
+// master is gone: drain, so no orphan keeps serving a stale config; when
+// orphanGrace (> 0) passes before the drain is done, stop at once.
+func readCommands(ctx context.Context, conn net.Conn, enc *Encoder, stop chan<- Stop, reloads chan<- Message, reopens chan<- bool, wm *workerMetrics, ups *workerUpstreams, orphanGrace time.Duration, log hclog.Logger) {
 	go func() { // unblock the read below when the worker is done
 		<-ctx.Done()
 		conn.SetReadDeadline(time.Now())
@@ -397,6 +405,9 @@ func readCommands(ctx context.Context, conn net.Conn, enc *Encoder, stop chan<- 
 				log.Error("bad message from the master; draining", "error", err)
 			}
 			trySend(stop, StopGraceful)
+			if orphanGrace > 0 {
+				cutDrain(ctx, stop, orphanGrace, log)
+			}
 			return
 		}
 		switch m.Type {
@@ -428,6 +439,19 @@ func readCommands(ctx context.Context, conn net.Conn, enc *Encoder, stop chan<- 
 				log.Warn("cannot send the upstream state", "error", err)
 			}
 		}
+	}
+}
+
+// cutDrain stops the worker at once if it is still draining (ctx not
+// done) after grace.
+func cutDrain(ctx context.Context, stop chan<- Stop, grace time.Duration, log hclog.Logger) {
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+		log.Warn("master is gone and requests are still running after timeout; stopping at once", "timeout", grace.String())
+		trySend(stop, StopImmediate)
 	}
 }
 

@@ -343,7 +343,9 @@ func (a *Arbiter) readConfig() ([]byte, error) {
 	if a.opts.ConfigPath == "" {
 		return nil, nil
 	}
-	data, err := os.ReadFile(a.opts.ConfigPath)
+	// Not os.ReadFile: a FIFO put at the path would block this, the Run
+	// goroutine, until some writer came.
+	data, err := pipeline.ReadRegularFile(a.opts.ConfigPath)
 	if err != nil {
 		return nil, fmt.Errorf("worker: read config: %w", err)
 	}

@@ -102,7 +102,9 @@
 // the file sets the target only when it differs from the file's previous
 // value, so a count set at run time (TTIN, ctl workers) survives other
 // edits (PITFALLS B6). A worker whose
-// channel hits EOF (its master is gone) drains and exits: no orphans.
+// channel hits EOF (its master is gone) drains and exits, stopping at
+// once if requests still run after timeout (when shorter than
+// graceful_timeout): no orphans.
 //
 // Supervision: one goroutine (Arbiter.Run) owns every worker record and
 // selects over child events (one wait goroutine and one reader goroutine
@@ -141,8 +143,11 @@
 // past MaxHeaderBytes). gunicorn's limit_request_line (414 here),
 // limit_request_fields and limit_request_field_size (431) are checked by a
 // thin handler in front of the pipeline, and MaxHeaderBytes is derived from
-// them so that Go's total never fires first. A bad request never gets a
-// 5xx.
+// them so that Go's total never fires first. Before any of that,
+// strict_http puts package httpguard around every listener (guard.go): it
+// answers 400 to HTTP/1 heads whose framing a proxy could read otherwise
+// (bare LF, obs-fold, CL with TE, ...) before net/http parses them. A bad
+// request never gets a 5xx.
 //
 // Files: the pidfile, when set, is written atomically once every listener
 // accepts and removed on exit if it still names this process. The log

@@ -66,7 +66,7 @@ func (l limits) wrap(next http.Handler, log hclog.Logger) http.Handler {
 
 // check returns the status and message for a request over a limit, or 0.
 // Sizes are reconstructed from the parsed request: "METHOD SP target SP
-// proto" and "Name: value", which is what a well-formed client sent.
+// proto" and "Name: value" CRLF, which is what a well-formed client sent.
 func (l limits) check(r *http.Request) (int, string) {
 	if l.line > 0 {
 		if n := len(r.Method) + 1 + len(r.RequestURI) + 1 + len(r.Proto); n > l.line {
@@ -77,7 +77,7 @@ func (l limits) check(r *http.Request) (int, string) {
 	count := 0
 	if r.Host != "" {
 		count = 1
-		if l.fieldSize > 0 && len("Host")+2+len(r.Host) > l.fieldSize {
+		if l.fieldSize > 0 && len("Host")+2+len(r.Host)+2 > l.fieldSize {
 			return http.StatusRequestHeaderFieldsTooLarge, "Request header field is too large: Host"
 		}
 	}
@@ -87,8 +87,9 @@ func (l limits) check(r *http.Request) (int, string) {
 			continue
 		}
 		for _, v := range values {
-			if len(name)+2+len(v) > l.fieldSize {
-				return http.StatusRequestHeaderFieldsTooLarge, fmt.Sprintf("Request header field is too large: %s (%d > %d)", name, len(name)+2+len(v), l.fieldSize)
+			// gunicorn counts a field's line with its CRLF.
+			if n := len(name) + 2 + len(v) + 2; n > l.fieldSize {
+				return http.StatusRequestHeaderFieldsTooLarge, fmt.Sprintf("Request header field is too large: %s (%d > %d)", name, n, l.fieldSize)
 			}
 		}
 	}

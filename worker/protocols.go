@@ -246,6 +246,7 @@ func wrapListeners(lns []net.Listener, s *Settings, log hclog.Logger) ([]net.Lis
 	}
 	out := make([]net.Listener, len(lns))
 	for i, ln := range lns {
+		ln = limitClients(ln, s) // worker_connections, send_timeout: on the raw socket (clients.go)
 		ln = listener.WrapProxy(ln, listener.ProxyOptions{Mode: s.ProxyProtocol, Allowed: s.ProxyAllowIPs.TrustsAddr, Timeout: s.Timeout})
 		if cert != nil {
 			ln = listener.WrapTLS(ln, cert.Config(nextProtos(s)))

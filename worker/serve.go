@@ -239,13 +239,16 @@ type server struct {
 
 // newServer prepares serving h; ctx's values (not its cancellation) reach
 // every request. In front of h, outermost first: the drain tracker, the
-// limit_request_* checks, and the forwarding headers (forwarded_allow_ips:
-// the client address and scheme h sees, so the access log and metrics
-// that observe wraps h in see the client, not the proxy).
+// client_body_timeout deadline (it needs net/http's own ResponseWriter),
+// the limit_request_* checks, and the forwarding headers
+// (forwarded_allow_ips: the client address and scheme h sees, so the
+// access log and metrics that observe wraps h in see the client, not the
+// proxy).
 func newServer(ctx context.Context, h http.Handler, s *Settings, log hclog.Logger) *server {
 	t := newConnTracker()
 	h = forwardedHandler(h, s)
-	return &server{log: log, handler: t.wrap(newLimits(s).wrap(h, log)), s: s, baseCtx: context.WithoutCancel(ctx), conns: t}
+	checkNofile(s, log)
+	return &server{log: log, handler: t.wrap(bodyTimeout(newLimits(s).wrap(h, log), s.ClientBodyTimeout)), s: s, baseCtx: context.WithoutCancel(ctx), conns: t}
 }
 
 func (srv *server) newHTTPServer() *http.Server {
@@ -262,7 +265,7 @@ func (srv *server) newHTTPServer() *http.Server {
 		// cancels it, and in-flight requests are what it waits for.
 		BaseContext: func(net.Listener) context.Context { return srv.baseCtx },
 		ConnContext: srv.conns.connContext,
-		ConnState:   srv.conns.connState,
+		ConnState:   releaseOnHijack(srv.conns.connState),
 		// protocols: HTTP/1, HTTP/2 over TLS, HTTP/2 in clear (prior
 		// knowledge); the TLS listeners offer the same through ALPN.
 		Protocols: httpProtocols(srv.s),
@@ -276,6 +279,7 @@ func (srv *server) newHTTPServer() *http.Server {
 // start serves every listener in its own goroutine; each goroutine ends
 // when its http.Server is shut down or closed (wait waits for them).
 func (srv *server) start(lns []net.Listener) {
+	lns = guardListeners(lns, srv.s, srv.log) // strict_http (guard.go)
 	srv.lns = lns
 	srv.failed = make(chan error, len(lns))
 	for _, ln := range lns {

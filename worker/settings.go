@@ -76,6 +76,17 @@ type Settings struct {
 	// Keepalive is how long an idle keep-alive connection is kept open
 	// (http.Server.IdleTimeout); 0 turns keep-alive off.
 	Keepalive time.Duration
+	// ClientBodyTimeout bounds each read of a request body: a client
+	// that sends no byte of it for this long is cut (nginx's
+	// client_body_timeout; 0: no limit). See clients.go.
+	ClientBodyTimeout time.Duration
+	// SendTimeout bounds each write of a response: a client that takes no
+	// byte of it for this long is cut (nginx's send_timeout; 0: no
+	// limit).
+	SendTimeout time.Duration
+	// WorkerConnections is the most client connections a worker holds
+	// open; past it the worker stops accepting (0: no limit).
+	WorkerConnections int
 	// LimitRequestLine is the longest request line accepted (0: no limit
 	// beyond the header total).
 	LimitRequestLine int
@@ -84,6 +95,10 @@ type Settings struct {
 	// LimitRequestFieldSize is the longest header field, name and value
 	// (0: no limit beyond the header total).
 	LimitRequestFieldSize int
+	// StrictHTTP refuses HTTP/1 requests whose framing is ambiguous (bare
+	// LF, obs-fold, Content-Length with Transfer-Encoding, ...) with a 400
+	// before net/http parses them (strict_http; package httpguard).
+	StrictHTTP bool
 	// Backlog is the listen queue length.
 	Backlog int
 	// ReusePort sets SO_REUSEPORT on tcp listeners.
@@ -192,6 +207,8 @@ const (
 	DefaultLimitRequestFields    = 100
 	DefaultLimitRequestFieldSize = 8190
 	DefaultBacklog               = 2048
+	// DefaultWorkerConnections is gunicorn's worker_connections.
+	DefaultWorkerConnections = 1000
 
 	// DefaultProtocols: HTTP/1.x everywhere, HTTP/2 over TLS.
 	DefaultProtocols = "h1 h2"
@@ -269,9 +286,16 @@ var table = func() []Setting {
 			return err
 		})
 	watchConfig.Bool = true
+	strictHTTP := setting("strict_http", "true", "answer 400 (and close) to an HTTP/1 request a front proxy could read differently, before the app sees it: a line not ending in CRLF, obs-fold, a bad field name, a bad or conflicting Content-Length, Content-Length with Transfer-Encoding, chunked not last or twice, Transfer-Encoding in HTTP/1.0, * or authority-form targets outside OPTIONS and CONNECT, Content-Type twice, bad chunk framing, framing or routing fields in trailers; false leaves all parsing to Go's net/http",
+		func(s *Settings, v string) error {
+			b, err := pipeline.ParseBool(v)
+			s.StrictHTTP = b
+			return err
+		})
+	strictHTTP.Bool = true
 	// --ctl-socket is the spelling SPEC §2.3 gives (ctl's own flag is
 	// --socket); --control-socket is the name with - for _.
-	controlSocket := setting("control_socket", "", "serve the control socket (paddock ctl) at `PATH`; default $RUNTIME_DIRECTORY/ctl.sock, else $XDG_RUNTIME_DIR/paddock/ctl.sock, else next to the pidfile",
+	controlSocket := setting("control_socket", "", "serve the control socket (paddock ctl) at `PATH`; default $RUNTIME_DIRECTORY/ctl.sock, else $XDG_RUNTIME_DIR/paddock/ctl.sock, else next to the pidfile; a socket file deleted while the master runs is created again on USR1 and on every reload",
 		func(s *Settings, v string) error { s.ControlSocket = strings.TrimSpace(v); return nil })
 	controlSocket.Flags = []string{"ctl-socket", "control-socket"}
 	controlSocket.Envs = []string{"PADDOCK_CTL_SOCKET", "PADDOCK_CONTROL_SOCKET"}
@@ -284,7 +308,7 @@ var table = func() []Setting {
 		setting("host", listener.PasteHost, "Paste-style `HOST` to serve on when bind is not set", nil),
 		setting("port", strconv.Itoa(listener.PastePort), "Paste-style `PORT` to serve on when bind is not set", nil),
 		workers,
-		setting("timeout", "30", "`SECONDS` a worker may stay silent before it is killed and replaced (also the time a client has to send request headers); 0 for no limit",
+		setting("timeout", "30", "`SECONDS` a worker may stay silent before it is killed and replaced (also the time a client has to send request headers, and the longest a worker whose master died keeps draining); 0 for no limit",
 			duration(func(s *Settings, d time.Duration) { s.Timeout = d })),
 		setting("graceful_timeout", "30", "`SECONDS` in-flight requests get to finish on a graceful stop (TERM)",
 			duration(func(s *Settings, d time.Duration) { s.GracefulTimeout = d })),
@@ -292,6 +316,12 @@ var table = func() []Setting {
 			duration(func(s *Settings, d time.Duration) { s.UpgradeTimeout = d })),
 		setting("keepalive", "2", "`SECONDS` an idle keep-alive connection stays open; 0 turns keep-alive off",
 			duration(func(s *Settings, d time.Duration) { s.Keepalive = d })),
+		setting("client_body_timeout", "60", "`SECONDS` a client may pause while sending a request body: each read of it waits at most this long, so a slow but steady upload is not cut (nginx's client_body_timeout); 0 for no limit",
+			duration(func(s *Settings, d time.Duration) { s.ClientBodyTimeout = d })),
+		setting("send_timeout", "60", "`SECONDS` a client may pause while reading a response: each write waits at most this long for the client to take a byte, so a slow but steady download is not cut (nginx's send_timeout); 0 for no limit",
+			duration(func(s *Settings, d time.Duration) { s.SendTimeout = d })),
+		setting("worker_connections", strconv.Itoa(DefaultWorkerConnections), "most client connections a worker holds open (`N`); past it the worker stops accepting and new connections wait in the listen queue (backlog) for a free slot or another worker; 0 for no limit; each needs a file descriptor (the hard RLIMIT_NOFILE, systemd's LimitNOFILE)",
+			intIn(0, 1<<24, func(s *Settings, n int) { s.WorkerConnections = n })),
 		setting("limit_request_line", strconv.Itoa(DefaultLimitRequestLine), "longest request line in `BYTES` (0 to 8190; 0: no own limit)",
 			intIn(0, maxRequestLine, func(s *Settings, n int) { s.LimitRequestLine = n })),
 		setting("limit_request_fields", strconv.Itoa(DefaultLimitRequestFields), "most header fields in a request (`N`, up to 32768; 0: 32768)",
@@ -301,8 +331,9 @@ var table = func() []Setting {
 				}
 				s.LimitRequestFields = n
 			})),
-		setting("limit_request_field_size", strconv.Itoa(DefaultLimitRequestFieldSize), "longest header field in `BYTES` (0: no own limit)",
+		setting("limit_request_field_size", strconv.Itoa(DefaultLimitRequestFieldSize), "longest header field line in `BYTES`, with its CRLF as gunicorn counts it (0: no own limit)",
 			intIn(0, 1<<20, func(s *Settings, n int) { s.LimitRequestFieldSize = n })),
+		strictHTTP,
 		setting("backlog", strconv.Itoa(DefaultBacklog), "listen queue length (`N`; the kernel caps it at net.core.somaxconn)",
 			intIn(1, 1<<20, func(s *Settings, n int) { s.Backlog = n })),
 		reusePort,
@@ -338,7 +369,7 @@ var table = func() []Setting {
 			func(s *Settings, v string) error { s.Group = strings.TrimSpace(v); return nil }),
 		setting("umask", "", "`MASK` for files the workers create (0o22, 022, 0x12); unset keeps the inherited one",
 			parseUmask),
-		setting("accesslog", "", "write an access log line per request to `FILE` (- for stdout); unset: no access log",
+		setting("accesslog", "", "write an access log line per request to `FILE` (- for stdout); unset: no access log; requests never wait for it: lines the disk cannot take (full, slow) are dropped and counted in the error log, at once and then at most every 10 s",
 			func(s *Settings, v string) error { s.AccessLog = strings.TrimSpace(v); return nil }),
 		setting("access_log_format", "", "access log line `FORMAT`: gunicorn's atoms, %(h)s %(l)s %(u)s %(t)s \"%(r)s\" %(s)s %(b)s \"%(f)s\" \"%(a)s\" (the default, combined), or common, combined, json; in the INI file write %% for each %",
 			func(s *Settings, v string) error {
