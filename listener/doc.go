@@ -82,10 +82,14 @@
 //
 // # TLS
 //
-// LoadKeyPair reads gunicorn's certfile and keyfile (errors name the file).
-// A Certificate holds the pair a TLS listener serves behind an
+// LoadKeyPair reads gunicorn's certfile and keyfile (errors name the file):
+// ReadKeyPair reads them (regular files only, so a FIFO never blocks the
+// reader), ParseKeyPair parses bytes read elsewhere, as paddock's workers
+// get them from a master that may be the only one allowed to read the
+// key. A Certificate holds the pair a TLS listener serves behind an
 // atomic.Pointer read by tls.Config.GetCertificate: Load re-reads the
-// files, Store swaps the result in, so a renewed certificate is served
+// files (LoadPEM parses new bytes; NewCertificatePEM and StorePEM build
+// and swap from bytes), Store swaps the result in, so a renewed certificate is served
 // from the next handshake on without closing a connection, and a pair
 // that fails to load is never stored. Certificate.Config offers TLS 1.2
 // or newer and, through ALPN, the protocols the caller serves (h2,

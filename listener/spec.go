@@ -254,7 +254,7 @@ func normaliseHost(host string) (string, error) {
 	}
 	if ip, err := netip.ParseAddr(host); err == nil {
 		// netip takes any zone text: "fe80::1%eth0]:1" would be an IP.
-		if strings.ContainsAny(ip.Zone(), " /[]@\t%") {
+		if strings.ContainsAny(ip.Zone(), " /[]@\t%") || strings.ContainsFunc(ip.Zone(), isControl) {
 			return "", fmt.Errorf("%q: bad IPv6 zone %q", host, ip.Zone())
 		}
 		return ip.String(), nil

@@ -2,32 +2,131 @@ package listener
 
 import (
 	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"net"
 	"os"
+	"strings"
 	"sync/atomic"
+	"syscall"
 )
+
+// MaxKeyPairFileSize bounds certfile and keyfile: a chain or a key is a
+// few KiB, and the master sends both to every worker (a reload message
+// is bounded).
+const MaxKeyPairFileSize = 1 << 20
 
 // LoadKeyPair reads a PEM certificate chain (certfile, leaf first) and its
 // private key (keyfile), gunicorn's certfile and keyfile settings, and
-// checks that they belong together. Errors name the file that is missing
-// or bad.
+// checks that they belong together (ReadKeyPair, then ParseKeyPair).
+// Errors name the file that is missing or bad.
 func LoadKeyPair(certfile, keyfile string) (*tls.Certificate, error) {
+	certPEM, keyPEM, err := ReadKeyPair(certfile, keyfile)
+	if err != nil {
+		return nil, err
+	}
+	return ParseKeyPair(certfile, keyfile, certPEM, keyPEM)
+}
+
+// ReadKeyPair reads certfile and keyfile as they are, without parsing
+// them: what a root master reads to hand to workers that cannot open a
+// root-only key. Only regular files are read (a FIFO at the path would
+// block the reader until some writer came), up to MaxKeyPairFileSize
+// each. Errors are *KeyPairError naming the file.
+func ReadKeyPair(certfile, keyfile string) (certPEM, keyPEM []byte, err error) {
 	// tls.LoadX509KeyPair would do, but its errors do not say which file
-	// is missing or bad.
-	certPEM, err := os.ReadFile(certfile)
-	if err != nil {
-		return nil, &KeyPairError{File: "certfile", Err: fmt.Errorf("listener: read certfile: %w", err)}
+	// is missing or bad, and it opens FIFOs.
+	if certPEM, err = readRegularFile(certfile); err != nil {
+		return nil, nil, &KeyPairError{File: "certfile", Err: fmt.Errorf("listener: read certfile: %w", err)}
 	}
-	keyPEM, err := os.ReadFile(keyfile)
-	if err != nil {
-		return nil, &KeyPairError{File: "keyfile", Err: fmt.Errorf("listener: read keyfile: %w", err)}
+	if keyPEM, err = readRegularFile(keyfile); err != nil {
+		return nil, nil, &KeyPairError{File: "keyfile", Err: fmt.Errorf("listener: read keyfile: %w", err)}
 	}
+	return certPEM, keyPEM, nil
+}
+
+// ParseKeyPair parses the contents of certfile and keyfile (named for the
+// errors only) and checks that they belong together. Errors never quote
+// the bytes: a key must not reach a log. When the certificate parses but
+// the key does not, the error is a *KeyPairError of keyfile; otherwise
+// (a mismatch included: either file may be the stale one) it is
+// certfile's.
+func ParseKeyPair(certfile, keyfile string, certPEM, keyPEM []byte) (*tls.Certificate, error) {
 	cert, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
-		return nil, fmt.Errorf("listener: certfile %s, keyfile %s: %w", certfile, keyfile, err)
+		err = fmt.Errorf("listener: certfile %s, keyfile %s: %w", certfile, keyfile, err)
+		if leafParses(certPEM) && !strings.Contains(err.Error(), "does not match") {
+			return nil, &KeyPairError{File: "keyfile", Err: err}
+		}
+		return nil, err
 	}
 	return &cert, nil
+}
+
+// leafParses reports whether the first CERTIFICATE block of data is a
+// certificate: a key pair that fails to load with a good leaf has a bad
+// key.
+func leafParses(data []byte) bool {
+	for len(data) > 0 {
+		var b *pem.Block
+		if b, data = pem.Decode(data); b == nil {
+			return false
+		}
+		if b.Type == "CERTIFICATE" {
+			_, err := x509.ParseCertificate(b.Bytes)
+			return err == nil
+		}
+	}
+	return false
+}
+
+// readRegularFile reads name if it is a regular file of at most
+// MaxKeyPairFileSize bytes. It opens with O_NONBLOCK so that a FIFO does
+// not block the open, and refuses it after the Stat. (pipeline has the
+// same for config files; listener imports nothing of paddock's.)
+func readRegularFile(name string) ([]byte, error) {
+	f, err := os.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case fi.IsDir():
+		return nil, &fs.PathError{Op: "read", Path: name, Err: errors.New("is a directory")}
+	case !fi.Mode().IsRegular():
+		return nil, &fs.PathError{Op: "read", Path: name, Err: fmt.Errorf("not a regular file (%s)", fileKind(fi.Mode()))}
+	case fi.Size() > MaxKeyPairFileSize:
+		return nil, &fs.PathError{Op: "read", Path: name, Err: fmt.Errorf("larger than %d bytes", MaxKeyPairFileSize)}
+	}
+	data, err := io.ReadAll(io.LimitReader(f, MaxKeyPairFileSize+1))
+	if err != nil {
+		return nil, &fs.PathError{Op: "read", Path: name, Err: err}
+	}
+	if len(data) > MaxKeyPairFileSize { // grew since the Stat
+		return nil, &fs.PathError{Op: "read", Path: name, Err: fmt.Errorf("larger than %d bytes", MaxKeyPairFileSize)}
+	}
+	return data, nil
+}
+
+// fileKind names a non-regular file's type for errors.
+func fileKind(m fs.FileMode) string {
+	switch {
+	case m&fs.ModeNamedPipe != 0:
+		return "a FIFO"
+	case m&fs.ModeSocket != 0:
+		return "a socket"
+	case m&fs.ModeDevice != 0:
+		return "a device"
+	}
+	return "mode " + m.String()
 }
 
 // KeyPairError is a file of the pair that cannot be read: File is
@@ -80,11 +179,40 @@ func NewCertificate(certfile, keyfile string) (*Certificate, error) {
 	return c, nil
 }
 
+// NewCertificatePEM is NewCertificate from the files' contents, as read
+// by someone else (ReadKeyPair in a root master): the files are never
+// opened. certfile and keyfile name them in errors.
+func NewCertificatePEM(certfile, keyfile string, certPEM, keyPEM []byte) (*Certificate, error) {
+	cert, err := ParseKeyPair(certfile, keyfile, certPEM, keyPEM)
+	if err != nil {
+		return nil, err
+	}
+	c := &Certificate{certfile: certfile, keyfile: keyfile}
+	c.cur.Store(cert)
+	return c, nil
+}
+
 // Load reads the files again without serving the result: Store does.
 // Loading first lets a caller swap the certificate together with other
 // things that may fail (a reload's pipeline), or not at all.
 func (c *Certificate) Load() (*tls.Certificate, error) {
 	return LoadKeyPair(c.certfile, c.keyfile)
+}
+
+// LoadPEM is Load from new contents of the files, read by someone else.
+func (c *Certificate) LoadPEM(certPEM, keyPEM []byte) (*tls.Certificate, error) {
+	return ParseKeyPair(c.certfile, c.keyfile, certPEM, keyPEM)
+}
+
+// StorePEM parses new contents of the files (LoadPEM) and serves them
+// from the next handshake on; a pair that does not parse is not stored.
+func (c *Certificate) StorePEM(certPEM, keyPEM []byte) error {
+	cert, err := c.LoadPEM(certPEM, keyPEM)
+	if err != nil {
+		return err
+	}
+	c.Store(cert)
+	return nil
 }
 
 // Store makes cert the one served from the next handshake on.

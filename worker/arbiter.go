@@ -184,9 +184,12 @@ type Arbiter struct {
 	// configWatch are files the config's factories read as configuration
 	// (htpasswd): watched too.
 	configWatch []string
-	tlsDigest   string // tlsDigest of the running settings
-	lastReload  *control.ReloadOutcome
-	waiters     []*rollWaiter // Reload calls waiting for their roll
+	tlsDigest   string // tlsPair.digest()
+	// tlsPair is certfile and keyfile as the master last read them
+	// (readTLS): workers get these bytes, never the files.
+	tlsPair    *TLSPair
+	lastReload *control.ReloadOutcome
+	waiters    []*rollWaiter // Reload calls waiting for their roll
 	// Binary upgrade (upgrade.go).
 	upgrading      bool                // an upgrade goroutine runs
 	upgraded       bool                // a new master took over
@@ -348,7 +351,12 @@ func (a *Arbiter) Run(ctx context.Context) error {
 		if d, err := ContentsDigest(p.Files, p.Contents); err == nil {
 			a.configDigest = d
 		}
-		a.tlsDigest = tlsDigest(s)
+		// The master reads the TLS pair (root, when workers run as
+		// user): a root-only key must not stop them from booting.
+		if a.tlsPair, err = readTLS(s); err != nil {
+			return err
+		}
+		a.tlsDigest = a.tlsPair.digest()
 
 		set, err := listener.Open(ctx, s.Bind, listener.Options{Backlog: s.Backlog, ReusePort: s.ReusePort}, a.opts.Opener)
 		if err != nil {
@@ -789,7 +797,7 @@ func (a *Arbiter) spawnOne() bool {
 			maxReq += rand.IntN(s.MaxRequestsJitter + 1)
 		}
 	}
-	p, err := a.opts.spawn.spawn(spawnRequest{ID: id, Generation: a.generation, MaxRequests: maxReq, Settings: s, Files: a.configContents}, a.events, a.eventsDone)
+	p, err := a.opts.spawn.spawn(spawnRequest{ID: id, Generation: a.generation, MaxRequests: maxReq, Settings: s, Files: a.configContents, TLS: a.tlsPair}, a.events, a.eventsDone)
 	if err != nil {
 		d := a.boot.fail(a.opts.now())
 		a.log.Error("cannot start a worker", "worker_id", id, "error", err, "backoff", d.String())

@@ -49,8 +49,10 @@ const (
 	// EnvLogJSON: "1" when the master logs JSON.
 	EnvLogJSON = "PADDOCK_WORKER_LOG_JSON"
 	// EnvConfigFD (optional): a descriptor holding the config files the
-	// master validated, a JSON object of name → base64 contents; the
-	// worker builds from them rather than from the files on disk.
+	// master validated and the TLS pair it read, JSON
+	// {"files":{NAME:BASE64},"tls":{"cert":BASE64,"key":BASE64}}
+	// (workerSnapshot); the worker builds from them rather than from the
+	// files on disk, and never opens certfile or keyfile.
 	EnvConfigFD = "PADDOCK_WORKER_CONFIG_FD"
 )
 
@@ -103,6 +105,7 @@ type childEnv struct {
 	settings                    *Settings
 	logJSON                     bool
 	files                       map[string][]byte // EnvConfigFD's contents
+	tls                         *TLSPair          // EnvConfigFD's TLS pair
 }
 
 func readChildEnv(lookupEnv func(string) (string, bool)) (*childEnv, error) {
@@ -174,29 +177,31 @@ func readChildEnv(lookupEnv func(string) (string, bool)) (*childEnv, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", EnvConfigFD, err)
 		}
-		if e.files, err = readConfigSnapshot(fd); err != nil {
+		snap, err := readConfigSnapshot(fd)
+		if err != nil {
 			return nil, fmt.Errorf("%s: %w", EnvConfigFD, err)
 		}
+		e.files, e.tls = snap.Files, snap.TLS
 	}
 	return &e, nil
 }
 
 // readConfigSnapshot reads and closes the config snapshot descriptor.
-func readConfigSnapshot(fd int) (map[string][]byte, error) {
+func readConfigSnapshot(fd int) (workerSnapshot, error) {
+	var snap workerSnapshot
 	f := os.NewFile(uintptr(fd), "paddock-config")
 	if f == nil {
-		return nil, fmt.Errorf("descriptor %d is not open", fd)
+		return snap, fmt.Errorf("descriptor %d is not open", fd)
 	}
 	defer f.Close()
 	// The master wrote through a descriptor sharing this one's offset.
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return nil, err
+		return snap, fmt.Errorf("rewind: %w", err)
 	}
-	var files map[string][]byte
-	if err := json.NewDecoder(f).Decode(&files); err != nil {
-		return nil, err
+	if err := json.NewDecoder(f).Decode(&snap); err != nil {
+		return snap, fmt.Errorf("decode: %w", err)
 	}
-	return files, nil
+	return snap, nil
 }
 
 // workerSignals is how a worker treats signals: TERM drains, QUIT stops at
@@ -256,8 +261,9 @@ func RunWorker(ctx context.Context, opts ChildOptions) int {
 	if err != nil {
 		return bootErr(err)
 	}
-	// PROXY protocol, then TLS; certs is what an in-place reload swaps.
-	lns, certs, err := wrapListeners(lns, s, log)
+	// PROXY protocol, then TLS from the pair the master read; certs is
+	// what an in-place reload swaps.
+	lns, certs, err := wrapListenersPair(lns, s, env.tls, log)
 	if err != nil {
 		return bootErr(err)
 	}
@@ -553,8 +559,8 @@ type reloader struct {
 	log      hclog.Logger
 	onClose  func(int, error)
 	metrics  pipeline.MetricsSource
-	// certs is the TLS listeners' certificate (nil without TLS), re-read
-	// from certfile and keyfile on every in-place reload.
+	// certs is the TLS listeners' certificate (nil without TLS), swapped
+	// on every in-place reload to the pair the master sent.
 	certs *listener.Certificate
 }
 
@@ -584,13 +590,17 @@ func (r *reloader) run(ctx context.Context, reloads <-chan Message) {
 func (r *reloader) reload(m Message) error {
 	log := r.log.With("generation", m.Generation)
 	start := time.Now()
-	// The certificate first, swapped with the pipeline below: the master
-	// checked the pair, so failing here means the files changed since;
-	// the worker then keeps both and the master replaces it.
+	// The certificate first, swapped with the pipeline below, from the
+	// bytes the master read and checked (the files may be root's only):
+	// failing here means a broken master; the worker then keeps both and
+	// the master replaces it.
 	var cert *tls.Certificate
 	if r.certs != nil {
+		if m.TLS == nil {
+			return fmt.Errorf("load generation %d: the reload carries no TLS key pair", m.Generation)
+		}
 		var err error
-		if cert, err = r.certs.Load(); err != nil {
+		if cert, err = r.certs.LoadPEM(m.TLS.Cert, m.TLS.Key); err != nil {
 			return fmt.Errorf("load generation %d: %w", m.Generation, err)
 		}
 	}

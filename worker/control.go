@@ -113,15 +113,17 @@ func (a *Arbiter) reload(why string) (res control.ReloadResult, err error) {
 		digest   string
 		contents map[string][]byte
 		watch    []string
+		pair     *TLSPair
 	)
 	if err == nil {
 		files, digest, contents, watch, err = a.validatePipeline()
 	}
 	if err == nil {
-		// Workers re-read certfile and keyfile in place: a pair that does
-		// not load fails the reload here, and they keep the certificate
+		// The master reads certfile and keyfile (workers may not be
+		// allowed to) and sends what it read: a pair that does not load
+		// fails the reload here, and the workers keep the certificate
 		// they serve.
-		err = CheckTLS(ns)
+		pair, err = readTLS(ns)
 	}
 	if len(files) > 0 {
 		if validated, ok := contents[files[0]]; ok {
@@ -191,14 +193,14 @@ func (a *Arbiter) reload(why string) (res control.ReloadResult, err error) {
 	changed = append(changed, restart...)
 	roll := !sameProcessSettings(a.settings, ns)
 	// New contents of certfile and keyfile under the same names need no
-	// new workers: an in-place reload makes each re-read them (checked
-	// above) and swap its certificate. New names roll the workers, as
-	// any setting of theirs does.
-	tls := tlsDigest(ns)
+	// new workers: an in-place reload carries the pair read above and
+	// each swaps its certificate. New names roll the workers, as any
+	// setting of theirs does; new workers get the pair at spawn.
+	tls := pair.digest()
 	if tls != a.tlsDigest && !slices.Contains(changed, "certfile") && !slices.Contains(changed, "keyfile") {
 		changed = append(changed, "certfile")
 	}
-	a.tlsDigest = tls
+	a.tlsDigest, a.tlsPair = tls, pair
 	sum, graph, oldDigest, oldData := a.configSum, a.configGrph, a.configDigest, a.configData
 	a.settings = ns
 	a.recordConfig(data, nil)
@@ -263,7 +265,7 @@ func (a *Arbiter) reloadInPlace() {
 		if w.state != stateReady || w.killed || w.retiring {
 			continue
 		}
-		m := Message{Type: MsgReload, Generation: a.generation, ConfigSHA256: a.configDigest, Files: inlineConfig(a.configContents)}
+		m := Message{Type: MsgReload, Generation: a.generation, ConfigSHA256: a.configDigest, Files: inlineConfig(a.configContents), TLS: a.tlsPair}
 		if err := w.proc.Send(m); err != nil {
 			w.log.Warn("cannot send reload; replacing the worker", "error", err)
 			w.reloadGen = 0
@@ -271,19 +273,6 @@ func (a *Arbiter) reloadInPlace() {
 		}
 		w.reloadGen, w.reloadDeadline = a.generation, deadline
 	}
-}
-
-// tlsDigest names the contents of certfile and keyfile ("" without TLS
-// or when they cannot be read: the pipeline check reports that).
-func tlsDigest(s *Settings) string {
-	if s.CertFile == "" && s.KeyFile == "" {
-		return ""
-	}
-	d, err := ConfigDigest([]string{s.CertFile, s.KeyFile})
-	if err != nil {
-		return ""
-	}
-	return d
 }
 
 // WatchedFiles is what the config watcher watches: every file the

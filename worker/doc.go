@@ -51,7 +51,7 @@
 //
 //	{"type":"stop","mode":"graceful"|"immediate"} drain within graceful_timeout, or close now
 //	{"type":"reopen_logs"}                        reopen the access log file at its path (logs.go)
-//	{"type":"reload","generation":G,"config_sha256":D,"files":{PATH:BASE64}}  build generation G and swap to it
+//	{"type":"reload","generation":G,"config_sha256":D,"files":{PATH:BASE64},"tls":{"cert":B64,"key":B64}}  build generation G and swap to it
 //
 // Anything else from a worker (not JSON, an unknown type, a line over 64
 // KiB) is logged and the worker killed and replaced. A reload line may be
@@ -64,14 +64,15 @@
 // the settings (the Reload hook resolves them with the same flags and
 // environment as at start, so flag and PADDOCK_* overrides keep winning
 // over the file), the whole pipeline (pipeline.Load, then Close) and the
-// TLS key pair (CheckTLS). A failure changes nothing: it is logged at
+// TLS key pair (readTLS). A failure changes nothing: it is logged at
 // file:line and shown as last_reload in status. A success bumps the
 // generation; then, if no setting the worker processes were started with
 // changed (anything but workers, pidfile, control_socket,
 // upgrade_timeout, watch_config), every ready worker gets reload, which
-// also makes it re-read certfile and keyfile and swap the certificate its
-// TLS listeners serve (listener.Certificate) together with the pipeline;
-// new contents of the TLS files thus need no new workers. The
+// also carries certfile and keyfile as the master read them, and the
+// worker swaps the certificate its TLS listeners serve
+// (listener.Certificate) together with the pipeline; new contents of the
+// TLS files thus need no new workers. The
 // master sends the bytes its validating load read (every file of the
 // config, config: references included; pipeline.Pipeline.Contents) and
 // their digest (ContentsDigest: path and content sha256, in load order).
@@ -105,6 +106,15 @@
 // channel hits EOF (its master is gone) drains and exits, stopping at
 // once if requests still run after timeout (when shorter than
 // graceful_timeout): no orphans.
+//
+// TLS keys: the master reads certfile and keyfile (regular files only,
+// listener.ReadKeyPair), at start and on every reload, and workers get
+// the bytes it checked, in the same memfd at spawn and in the reload
+// message; a worker never opens them. With user set the master stays
+// root and the workers do not: a root-only 0600 key in a 0700 directory,
+// as /etc/ssl/private is, is read by the master alone (nginx's model).
+// The channel's messages are never logged, nor are the bytes in errors
+// (TLSPair's String hides them). workers = 0 reads the files itself.
 //
 // Supervision: one goroutine (Arbiter.Run) owns every worker record and
 // selects over child events (one wait goroutine and one reader goroutine

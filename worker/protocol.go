@@ -2,6 +2,7 @@ package worker
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -52,8 +53,10 @@ const (
 const MaxMessageSize = 64 << 10
 
 // MaxReloadMessageSize bounds a reload line, which carries the validated
-// config files (base64 in JSON); the master sends larger configs without
-// their contents (MaxInlineConfig) and workers read the files themselves.
+// config files (base64 in JSON) and the TLS pair; the master sends larger
+// configs without their contents (MaxInlineConfig) and workers read the
+// files themselves. MaxInlineConfig and twice
+// listener.MaxKeyPairFileSize, in base64, fit.
 const MaxReloadMessageSize = 16 << 20
 
 // MaxInlineConfig is the most config bytes a reload carries.
@@ -107,6 +110,10 @@ type Message struct {
 	// (reload), by the names the load uses (pipeline.LoadOptions.Files):
 	// the worker builds from them, never from files that changed since.
 	Files map[string][]byte `json:"files,omitempty"`
+	// TLS is certfile and keyfile as the master read and checked them
+	// (reload, with TLS on): the worker swaps its certificate to them and
+	// never opens the files. Never logged (its String hides the bytes).
+	TLS *TLSPair `json:"tls,omitempty"`
 	// Command names the command an ack or unsupported answers.
 	Command string `json:"command,omitempty"`
 	// ID pairs a metrics or upstreams request with its answer.
@@ -198,6 +205,10 @@ func (d *Decoder) Next() (Message, error) {
 
 func truncate(b []byte) string {
 	const n = 80
+	// A reload's TLS pair is a private key: never quoted in an error.
+	if i := bytes.Index(b, []byte(`"tls":`)); i >= 0 {
+		b = append(b[:i:i], "[tls redacted]"...)
+	}
 	if len(b) > n {
 		return string(b[:n]) + "..."
 	}

@@ -1,6 +1,9 @@
 package worker
 
 import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -191,23 +194,73 @@ func forwardedHandler(h http.Handler, s *Settings) http.Handler {
 	return forwarded.New(h, forwarded.Config{Trusted: s.ForwardedAllowIPs, Header: s.ForwardedHeader, SecureSchemeHeaders: s.SecureSchemeHeaders})
 }
 
-// CheckTLS loads certfile and keyfile the way the workers will, so a pair
-// that does not load fails a reload in the master (the workers keep the
-// certificate they serve). The error names the setting's origin.
-func CheckTLS(s *Settings) error {
+// TLSPair is the contents of certfile and keyfile as the master read and
+// checked them. The master reads the files (as root, when user drops the
+// workers' privileges, like nginx's master) and hands these bytes to its
+// workers, at spawn and with every in-place reload; workers never open
+// the files, so a root-only 0600 key is fine. The bytes are never logged:
+// String hides them from %v and hclog.
+type TLSPair struct {
+	Cert []byte `json:"cert"`
+	Key  []byte `json:"key"`
+}
+
+// String describes the pair without its contents.
+func (p *TLSPair) String() string {
+	if p == nil {
+		return "no TLS key pair"
+	}
+	return fmt.Sprintf("TLS key pair (certfile %d bytes, keyfile %d bytes)", len(p.Cert), len(p.Key))
+}
+
+// GoString keeps %#v from printing the key too.
+func (p *TLSPair) GoString() string { return p.String() }
+
+// digest names the contents ("" for no pair): a reload that sees another
+// digest reports certfile as changed.
+func (p *TLSPair) digest() string {
+	if p == nil {
+		return ""
+	}
+	h := sha256.New()
+	for _, b := range [][]byte{p.Cert, p.Key} {
+		var n [8]byte
+		binary.BigEndian.PutUint64(n[:], uint64(len(b)))
+		h.Write(n[:])
+		h.Write(b)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// readTLS reads certfile and keyfile (regular files only:
+// listener.ReadKeyPair) and checks they load as the workers will load
+// them; nil without TLS. A pair that does not load fails a reload in the
+// master, and the workers keep the certificate they serve. The error
+// names the setting's origin, never the bytes.
+func readTLS(s *Settings) (*TLSPair, error) {
 	if s.CertFile == "" && s.KeyFile == "" {
-		return nil
+		return nil, nil
 	}
 	if s.CertFile == "" {
-		return settingError(s, "keyfile", errors.New("TLS needs certfile too"))
+		return nil, settingError(s, "keyfile", errors.New("TLS needs certfile too"))
 	}
 	if s.KeyFile == "" {
-		return settingError(s, "certfile", errors.New("TLS needs keyfile too"))
+		return nil, settingError(s, "certfile", errors.New("TLS needs keyfile too"))
 	}
-	if _, err := listener.LoadKeyPair(s.CertFile, s.KeyFile); err != nil {
-		return tlsError(s, err)
+	certPEM, keyPEM, err := listener.ReadKeyPair(s.CertFile, s.KeyFile)
+	if err != nil {
+		return nil, tlsError(s, err)
 	}
-	return nil
+	if _, err := listener.ParseKeyPair(s.CertFile, s.KeyFile, certPEM, keyPEM); err != nil {
+		return nil, tlsError(s, err)
+	}
+	return &TLSPair{Cert: certPEM, Key: keyPEM}, nil
+}
+
+// CheckTLS is readTLS without the bytes.
+func CheckTLS(s *Settings) error {
+	_, err := readTLS(s)
+	return err
 }
 
 // tlsError locates a key pair error at the setting of the file that
@@ -222,11 +275,26 @@ func tlsError(s *Settings, err error) error {
 }
 
 // wrapListeners puts every listener behind the PROXY protocol reader
-// (proxy_protocol), then TLS (certfile and keyfile), in that order: the
+// (proxy_protocol), then TLS (certfile and keyfile, read here: the
+// in-process server, workers = 0, owns its files), in that order: the
 // header comes before the handshake. It returns the certificate the TLS
 // listeners serve (nil without TLS), for reloads to swap. On error it
 // closes every listener.
 func wrapListeners(lns []net.Listener, s *Settings, log hclog.Logger) ([]net.Listener, *listener.Certificate, error) {
+	pair, err := readTLS(s)
+	if err != nil {
+		for _, ln := range lns {
+			ln.Close()
+		}
+		return nil, nil, err
+	}
+	return wrapListenersPair(lns, s, pair, log)
+}
+
+// wrapListenersPair is wrapListeners with the TLS pair as the master read
+// it (a worker's): the files are never opened, and TLS without a pair is
+// an error.
+func wrapListenersPair(lns []net.Listener, s *Settings, pair *TLSPair, log hclog.Logger) ([]net.Listener, *listener.Certificate, error) {
 	fail := func(err error) ([]net.Listener, *listener.Certificate, error) {
 		for _, ln := range lns {
 			ln.Close()
@@ -238,7 +306,10 @@ func wrapListeners(lns []net.Listener, s *Settings, log hclog.Logger) ([]net.Lis
 		if s.CertFile == "" || s.KeyFile == "" {
 			return fail(CheckTLS(s))
 		}
-		c, err := listener.NewCertificate(s.CertFile, s.KeyFile)
+		if pair == nil {
+			return fail(errors.New("certfile and keyfile are set but the master passed no TLS key pair"))
+		}
+		c, err := listener.NewCertificatePEM(s.CertFile, s.KeyFile, pair.Cert, pair.Key)
 		if err != nil {
 			return fail(tlsError(s, err))
 		}

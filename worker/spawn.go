@@ -27,6 +27,9 @@ type spawnRequest struct {
 	// Files are the validated config contents the worker builds from
 	// (passed in a memfd); nil: it reads the files.
 	Files map[string][]byte
+	// TLS is certfile and keyfile as the master read them (same memfd):
+	// the worker, perhaps another user, never opens them.
+	TLS *TLSPair
 }
 
 // childProc is the master's handle on a started worker. Its exit and its
@@ -101,8 +104,8 @@ func (sp *execSpawner) spawn(req spawnRequest, events chan<- event, done <-chan 
 	child := os.NewFile(uintptr(pair[1]), "paddock-channel-worker")
 	extra := append(files, child)
 	var configEnv []string
-	if len(req.Files) > 0 {
-		snap, err := configSnapshot(req.Files)
+	if len(req.Files) > 0 || req.TLS != nil {
+		snap, err := configSnapshot(workerSnapshot{Files: req.Files, TLS: req.TLS})
 		if err != nil {
 			closeAll(files)
 			parent.Close()
@@ -264,11 +267,23 @@ func (p *execProc) Send(m Message) error {
 // sendTimeout bounds one message to a worker.
 const sendTimeout = 5 * time.Second
 
-// configSnapshot puts the validated config contents (JSON) in an
-// anonymous memory file for a new worker; a temporary file, unlinked at
-// once, where memfd_create is missing.
-func configSnapshot(files map[string][]byte) (*os.File, error) {
-	data, err := json.Marshal(files)
+// workerSnapshot is what the snapshot descriptor (EnvConfigFD) holds, as
+// JSON.
+type workerSnapshot struct {
+	// Files are the validated config contents by name.
+	Files map[string][]byte `json:"files,omitempty"`
+	// TLS is certfile and keyfile as the master read them.
+	TLS *TLSPair `json:"tls,omitempty"`
+}
+
+// configSnapshot puts the validated config contents and TLS pair (JSON)
+// in an anonymous memory file for a new worker; a temporary file,
+// unlinked at once, where memfd_create is missing. Only the worker
+// inherits it (it is CLOEXEC in the master, closed once the worker
+// started; the worker closes it once read), so a key in it reaches no
+// other process, and the worker needs no permission on the files.
+func configSnapshot(snap workerSnapshot) (*os.File, error) {
+	data, err := json.Marshal(snap)
 	if err != nil {
 		return nil, fmt.Errorf("encode config snapshot: %w", err)
 	}
