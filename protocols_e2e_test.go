@@ -3,16 +3,10 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -25,48 +19,19 @@ import (
 	"github.com/pires/go-proxyproto"
 
 	"paddock/control"
+	"paddock/internal/testcert"
 )
 
 // End-to-end tests of the protocols part: HTTP/2 and h2c, the TLS
 // certificate swapped on reload, the PROXY protocol and the forwarding
 // headers, against the real binary (TestMain puts it on $PATH).
 
-// protoWritePair writes a self-signed certificate for 127.0.0.1 with the
-// given serial number and its key to certfile and keyfile.
+// protoWritePair writes a self-signed certificate for the loopback names
+// with the given serial number and its key to certfile and keyfile, each
+// file replaced by rename as certbot and Kubernetes do.
 func protoWritePair(t *testing.T, certfile, keyfile string, serial int64) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serial),
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Each file replaced by rename, as certbot and Kubernetes do.
-	write := func(path string, data []byte, mode os.FileMode) {
-		tmp := path + ".tmp"
-		if err := os.WriteFile(tmp, data, mode); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(tmp, path); err != nil {
-			t.Fatal(err)
-		}
-	}
-	write(keyfile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600)
-	write(certfile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
+	testcert.New(t, testcert.Options{Serial: serial}).Write(t, certfile, keyfile)
 }
 
 // protoSerialAt does a TLS handshake with addr and returns the serial number of

@@ -2,15 +2,10 @@ package httpguard
 
 import (
 	"bufio"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"regexp"
@@ -19,6 +14,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"paddock/internal/testcert"
 )
 
 // serve runs h on 127.0.0.1 behind the guard (TLS when cfg is set) the
@@ -273,30 +270,11 @@ func TestConnH2C(t *testing.T) {
 	}
 }
 
-func selfSigned(t *testing.T) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-}
-
 // Over TLS: HTTP/1.1 is checked and still sees its TLS state; HTTP/2
 // (ALPN h2) is served by net/http as usual; plain HTTP gets net/http's
 // answer.
 func TestTLSListener(t *testing.T) {
-	cert := selfSigned(t)
+	cert := testcert.New(t, testcert.Options{Serial: 1}).TLS()
 	h := &counter{}
 	addr := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.TLS == nil || !r.TLS.HandshakeComplete {
@@ -355,7 +333,7 @@ func TestTLSListenerClose(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cert := selfSigned(t)
+	cert := testcert.New(t, testcert.Options{Serial: 1}).TLS()
 	gl := NewTLSListener(tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}}), Options{})
 	stuck, err := net.Dial("tcp", ln.Addr().String()) // sends no ClientHello
 	if err != nil {

@@ -2,16 +2,9 @@ package listener
 
 import (
 	"bufio"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -21,46 +14,9 @@ import (
 	"time"
 
 	"github.com/pires/go-proxyproto"
-)
 
-// writePair writes a self-signed certificate for 127.0.0.1 with serial
-// number serial, and its key, to certfile and keyfile; it returns the
-// certificate.
-func writePair(t *testing.T, certfile, keyfile string, serial int64) *x509.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serial),
-		Subject:      pkix.Name{CommonName: "paddock test"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(certfile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyfile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cert
-}
+	"paddock/internal/testcert"
+)
 
 // handshakeSerial connects to addr and returns the serial number of the
 // certificate the server presented.
@@ -80,7 +36,7 @@ func handshakeSerial(t *testing.T, addr string) int64 {
 func TestCertificateSwap(t *testing.T) {
 	dir := t.TempDir()
 	certfile, keyfile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	writePair(t, certfile, keyfile, 1001)
+	testcert.New(t, testcert.Options{Serial: 1001}).Write(t, certfile, keyfile)
 	c, err := NewCertificate(certfile, keyfile)
 	if err != nil {
 		t.Fatal(err)
@@ -103,7 +59,7 @@ func TestCertificateSwap(t *testing.T) {
 	}
 	defer old.Close()
 
-	writePair(t, certfile, keyfile, 1002)
+	testcert.New(t, testcert.Options{Serial: 1002}).Write(t, certfile, keyfile)
 	next, err := c.Load()
 	if err != nil {
 		t.Fatal(err)
@@ -128,7 +84,7 @@ func TestCertificateSwap(t *testing.T) {
 	// A key that does not match: Load fails naming both files, the
 	// served certificate stays.
 	otherCert := filepath.Join(dir, "other.pem")
-	writePair(t, otherCert, filepath.Join(dir, "otherkey.pem"), 1003)
+	testcert.New(t, testcert.Options{Serial: 1003}).Write(t, otherCert, filepath.Join(dir, "otherkey.pem"))
 	data, _ := os.ReadFile(otherCert)
 	os.WriteFile(certfile, data, 0o644)
 	if _, err := c.Load(); err == nil || !strings.Contains(err.Error(), certfile) || !strings.Contains(err.Error(), keyfile) {
@@ -149,7 +105,7 @@ func TestCertificateSwap(t *testing.T) {
 func TestCertificateConfigALPN(t *testing.T) {
 	dir := t.TempDir()
 	certfile, keyfile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	writePair(t, certfile, keyfile, 7)
+	testcert.New(t, testcert.Options{Serial: 7}).Write(t, certfile, keyfile)
 	c, err := NewCertificate(certfile, keyfile)
 	if err != nil {
 		t.Fatal(err)

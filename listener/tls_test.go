@@ -1,16 +1,10 @@
 package listener
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -18,49 +12,17 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"paddock/internal/testcert"
 )
 
-// selfSigned writes a certificate for 127.0.0.1 and its key as PEM files
-// and returns their paths and a pool that trusts the certificate.
+// selfSigned writes a certificate for the loopback names and its key as
+// PEM files and returns their paths and a pool that trusts the certificate.
 func selfSigned(t *testing.T) (certfile, keyfile string, pool *x509.CertPool) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "paddock test"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	certfile = filepath.Join(dir, "cert.pem")
-	keyfile = filepath.Join(dir, "key.pem")
-	if err := os.WriteFile(certfile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyfile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool = x509.NewCertPool()
-	pool.AddCert(cert)
-	return certfile, keyfile, pool
+	p := testcert.New(t, testcert.Options{Serial: 1})
+	certfile, keyfile = p.WriteTemp(t)
+	return certfile, keyfile, p.Pool()
 }
 
 func TestLoadTLS(t *testing.T) {

@@ -2,19 +2,12 @@ package worker
 
 import (
 	"bufio"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -24,6 +17,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/pires/go-proxyproto"
 
+	"paddock/internal/testcert"
 	"paddock/listener"
 )
 
@@ -123,22 +117,11 @@ func TestProtocolsClear(t *testing.T) {
 	}
 }
 
+// writeCert writes a self-signed certificate for the loopback names with
+// the given serial number and its key to certfile and keyfile.
 func writeCert(t *testing.T, certfile, keyfile string, serial int64) {
 	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, KeyUsage: x509.KeyUsageDigitalSignature}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, _ := x509.MarshalPKCS8PrivateKey(key)
-	if err := os.WriteFile(certfile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyfile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	testcert.New(t, testcert.Options{Serial: serial}).Write(t, certfile, keyfile)
 }
 
 // Over TLS: h2 and h1 through ALPN as protocols says; the ALPN offer
