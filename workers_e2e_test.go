@@ -42,6 +42,11 @@ func startPaddock(t *testing.T, config string, args ...string) (*exec.Cmd, *stri
 			_ = cmd.Process.Kill()
 			_ = cmd.Wait()
 		}
+		// Stopped, stderr is no longer written: what the servers said is
+		// what explains a failure.
+		if t.Failed() {
+			t.Logf("paddock's log:\n%s", stderr.String())
+		}
 	})
 	return cmd, &stderr, pidfile
 }

@@ -479,7 +479,10 @@ func (a *Arbiter) retireListeners() {
 	}
 	keep := a.retiring[:0]
 	for _, r := range a.retiring {
-		if !a.rolled(r.gen) {
+		// Draining workers count: until one exits it may be blocked in
+		// accept on the bind, and shutdown(2) would fail that accept
+		// (EINVAL) in every process sharing the socket.
+		if !a.rolled(r.gen) || a.olderAlive(r.gen) {
 			keep = append(keep, r)
 			continue
 		}
@@ -492,6 +495,17 @@ func (a *Arbiter) retireListeners() {
 	}
 	clear(a.retiring[len(keep):])
 	a.retiring = keep
+}
+
+// olderAlive reports whether a worker of a generation before gen is still
+// running, draining or killed but not yet reaped included.
+func (a *Arbiter) olderAlive(gen int) bool {
+	for _, w := range a.workers {
+		if w.generation < gen {
+			return true
+		}
+	}
+	return false
 }
 
 func (a *Arbiter) handleEvent(ev event) {

@@ -305,9 +305,9 @@ func (srv *server) addrs() []net.Addr {
 	return out
 }
 
-// run serves until stop asks (or ctx is done: graceful), a listener fails
-// (then everything is closed and the error returned), and waits for the
-// serving goroutines.
+// run serves until stop asks (or ctx is done: graceful) or a listener
+// fails (then it drains and returns the error), and waits for the serving
+// goroutines.
 func (srv *server) run(ctx context.Context, stop <-chan Stop, grace time.Duration) error {
 	defer srv.wait()
 	for {
@@ -330,8 +330,12 @@ func (srv *server) run(ctx context.Context, stop <-chan Stop, grace time.Duratio
 			srv.drain(ctx, stop, grace)
 			return nil
 		case err := <-srv.failed:
-			srv.log.Error("listener failed; stopping", "error", err)
-			srv.close()
+			// Drained, not closed: the connections already accepted (on
+			// this listener or another) are answered. The exit status
+			// still says it failed, and the master starts another worker.
+			srv.log.Error("listener failed; draining", "error", err)
+			srv.stopListening()
+			srv.drain(ctx, stop, grace)
 			return fmt.Errorf("worker: %w", err)
 		}
 	}
