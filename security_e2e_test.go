@@ -103,6 +103,28 @@ func secHoldsSocket(t *testing.T, pid int, inode string) bool {
 
 // secStopMaster stops a master with TERM (its workers with it), and kills it
 // by pid if it has not exited within 15 s.
+// startSecMaster starts cmd, a `paddock serve` whose control socket is
+// sock, stops it when the test ends (printing its stderr if the test
+// failed) and returns it as a ctlMaster.
+func startSecMaster(t *testing.T, cmd *exec.Cmd, sock, addr, cfg string) *ctlMaster {
+	t.Helper()
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		secStopMaster(t, cmd)
+		if t.Failed() {
+			t.Logf("paddock stderr:\n%s", stderr.String())
+		}
+	})
+	m := &ctlMaster{cmd: cmd, stderr: &stderr, sock: sock, addr: addr, config: cfg,
+		client: &control.Client{Path: sock, Timeout: 10 * time.Second}}
+	t.Cleanup(m.client.CloseIdleConnections)
+	return m
+}
+
 func secStopMaster(t *testing.T, cmd *exec.Cmd) {
 	if cmd.ProcessState != nil {
 		return
@@ -160,20 +182,7 @@ func TestSecurityWorkersRunAsUser(t *testing.T) {
 	// The master has supplementary groups (a root shell often has some):
 	// the workers must not inherit them.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 0, Gid: 0, Groups: []uint32{0, 4242}}}
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		secStopMaster(t, cmd)
-		if t.Failed() {
-			t.Logf("paddock stderr:\n%s", stderr.String())
-		}
-	})
-	m := &ctlMaster{cmd: cmd, stderr: &stderr, sock: sock, addr: addr, config: cfg,
-		client: &control.Client{Path: sock, Timeout: 10 * time.Second}}
-	t.Cleanup(m.client.CloseIdleConnections)
+	m := startSecMaster(t, cmd, sock, addr, cfg)
 
 	ids := func(n string) []string { return []string{n, n, n, n} } // real, effective, saved, fs
 	zero := "0000000000000000"
@@ -222,7 +231,7 @@ func TestSecurityWorkersRunAsUser(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := m.client.Reload(t.Context()); err != nil {
-		t.Fatalf("reload: %v\n%s", err, stderr.String())
+		t.Fatalf("reload: %v\n%s", err, m.stderr.String())
 	}
 	var second []control.Worker
 	waitFor(t, "two new ready workers", 15*time.Second, func() bool {

@@ -77,20 +77,7 @@ func TestTLSUserRootOnlyKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd := exec.Command("paddock", "serve", "--ctl-socket", sock, cfg)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		secStopMaster(t, cmd)
-		if t.Failed() {
-			t.Logf("paddock stderr:\n%s", stderr.String())
-		}
-	})
-	m := &ctlMaster{cmd: cmd, stderr: &stderr, sock: sock, addr: addr, config: cfg,
-		client: &control.Client{Path: sock, Timeout: 10 * time.Second}}
-	t.Cleanup(m.client.CloseIdleConnections)
+	m := startSecMaster(t, cmd, sock, addr, cfg)
 
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
 		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, DisableKeepAlives: true}}
@@ -196,12 +183,12 @@ func TestTLSUserRootOnlyKey(t *testing.T) {
 	shown, _, _ := ctlRunE2E(t, sock, "config", "show", "--raw")
 	shown2, _, _ := ctlRunE2E(t, sock, "config", "show")
 	secStopMaster(t, cmd)
-	for what, out := range map[string]string{"the logs": stderr.String(), "ctl config show --raw": shown, "ctl config show": shown2} {
+	for what, out := range map[string]string{"the logs": m.stderr.String(), "ctl config show --raw": shown, "ctl config show": shown2} {
 		if strings.Contains(out, body) || strings.Contains(out, "PRIVATE KEY") {
 			t.Errorf("%s show the private key", what)
 		}
 	}
-	if strings.Contains(stderr.String(), "permission denied") {
+	if strings.Contains(m.stderr.String(), "permission denied") {
 		t.Error("a permission error was logged")
 	}
 }
