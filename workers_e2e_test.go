@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"paddock/control"
 )
 
 // startPaddock runs the test binary as paddock (testscript.Main put it on
@@ -341,7 +343,11 @@ func TestWorkersRespawnRunTheMastersBinary(t *testing.T) {
 	if err := os.WriteFile(cfg, []byte(config), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(exe, "serve", cfg)
+	// A control socket of its own (the fallback path is shared by every
+	// master of the machine's uid), to see when the master has the worker
+	// ready.
+	sock := filepath.Join(dir, "ctl.sock")
+	cmd := exec.Command(exe, "serve", "--ctl-socket", sock, cfg)
 	logPath := filepath.Join(dir, "stderr.log")
 	logFile, err := os.Create(logPath)
 	if err != nil {
@@ -358,6 +364,10 @@ func TestWorkersRespawnRunTheMastersBinary(t *testing.T) {
 		}
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
+		if t.Failed() {
+			b, _ := os.ReadFile(logPath)
+			t.Logf("paddock's log:\n%s", b)
+		}
 	})
 	master := cmd.Process.Pid
 	var first []int
@@ -373,6 +383,15 @@ func TestWorkersRespawnRunTheMastersBinary(t *testing.T) {
 		return err == nil && string(b) == "old"
 	}
 	waitFor(t, "the worker to serve", 15*time.Second, serves)
+	// Serving comes a moment before the master takes the worker's ready
+	// message; a worker killed before that is a boot failure, and a master
+	// none of whose workers ever booted gives up (exit 3).
+	ctl := &control.Client{Path: sock, Timeout: 5 * time.Second}
+	t.Cleanup(ctl.CloseIdleConnections)
+	waitFor(t, "the master to have the worker ready", 15*time.Second, func() bool {
+		ws, err := ctl.Workers(t.Context())
+		return err == nil && len(ws) == 1 && ws[0].State == "ready"
+	})
 
 	// The new "release" is a program that cannot be a worker.
 	broken := filepath.Join(dir, "broken")
