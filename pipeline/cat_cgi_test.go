@@ -2,14 +2,12 @@ package pipeline
 
 import (
 	"bufio"
-	"bytes"
 	"crypto/tls"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/hashicorp/go-hclog"
@@ -167,24 +165,6 @@ func TestCatCGIEnvironment(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for the logger's concurrent use.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestCatCGIResponses(t *testing.T) {
 	dir := t.TempDir()
 	tests := []struct {
@@ -238,7 +218,7 @@ func TestCatCGIResponses(t *testing.T) {
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			script := writeScript(t, dir, "s"+string(rune('a'+i))+".cgi", tt.script)
-			var logs syncBuffer
+			var logs lockedBuffer
 			c := catConfig(map[string]string{"script": script})
 			c.Logger = hclog.New(&hclog.LoggerOptions{Output: &logs, Level: hclog.Trace})
 			h := mustApp(t, cgiFactory(), c)
@@ -264,7 +244,7 @@ func TestCatCGIResponses(t *testing.T) {
 }
 
 func TestCatCGIStderrLines(t *testing.T) {
-	var logs syncBuffer
+	var logs lockedBuffer
 	s := &cgiStderr{log: hclog.New(&hclog.LoggerOptions{Output: &logs, Level: hclog.Trace}), script: "x"}
 	long := strings.Repeat("y", cgiMaxStderrLine+10)
 	for _, chunk := range []string{"a\r\nb", "c\n", long, "\n", "\n\n", "tail"} {
@@ -317,21 +297,10 @@ func TestCatCGIConfigErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := catConfig(tt.opts)
+			c := catConfigAt(tt.opts)
 			c.Global["here"] = dir
-			c.Pos = Pos{File: "site.ini", Line: 1}
-			c.optPos = map[string]Pos{}
-			line := 2
-			for k := range tt.opts {
-				c.optPos[k] = Pos{File: "site.ini", Line: line}
-				line++
-			}
 			_, err := cgiFactory().App(c)
-			wantConfigError(t, err)
-			wantPos := c.PosOf(tt.wantKey).String() + ": [test]: " + tt.wantKey
-			if !strings.HasPrefix(err.Error(), wantPos) || !strings.Contains(err.Error(), tt.wantMsg) {
-				t.Errorf("error %q, want it to start with %q and contain %q", err, wantPos, tt.wantMsg)
-			}
+			wantErrorAt(t, err, c.PosOf(tt.wantKey).String()+": [test]: "+tt.wantKey, tt.wantMsg)
 		})
 	}
 	t.Run("path search", func(t *testing.T) {

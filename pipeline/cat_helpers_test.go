@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 )
 
@@ -65,6 +66,30 @@ func wantConfigError(t *testing.T, err error) {
 	var e *Error
 	if !errors.As(err, &e) {
 		t.Fatalf("error %v (%T) is not a *pipeline.Error", err, err)
+	}
+}
+
+// catConfigAt is catConfig with positions: the section at site.ini:1 and
+// each option on a line of its own after it, so errors carry file:line.
+func catConfigAt(opts map[string]string) *Config {
+	c := catConfig(opts)
+	c.Pos = Pos{File: "site.ini", Line: 1}
+	c.optPos = map[string]Pos{}
+	line := 2
+	for k := range opts {
+		c.optPos[k] = Pos{File: "site.ini", Line: line}
+		line++
+	}
+	return c
+}
+
+// wantErrorAt checks err is a configuration error starting with prefix
+// (its position) and containing msg.
+func wantErrorAt(t *testing.T, err error, prefix, msg string) {
+	t.Helper()
+	wantConfigError(t, err)
+	if !strings.HasPrefix(err.Error(), prefix) || !strings.Contains(err.Error(), msg) {
+		t.Errorf("error %q, want it to start with %q and contain %q", err, prefix, msg)
 	}
 }
 

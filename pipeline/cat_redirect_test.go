@@ -130,20 +130,9 @@ func TestCatRedirectConfigErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := catConfig(tt.opts)
-			c.Pos = Pos{File: "site.ini", Line: 1}
-			c.optPos = map[string]Pos{}
-			line := 2
-			for k := range tt.opts {
-				c.optPos[k] = Pos{File: "site.ini", Line: line}
-				line++
-			}
+			c := catConfigAt(tt.opts)
 			_, err := redirectFactory().App(c)
-			wantConfigError(t, err)
-			wantPos := c.PosOf(tt.wantKey).String() + ": [test]: " + tt.wantKey
-			if !strings.HasPrefix(err.Error(), wantPos) || !strings.Contains(err.Error(), tt.wantMsg) {
-				t.Errorf("error %q, want it to start with %q and contain %q", err, wantPos, tt.wantMsg)
-			}
+			wantErrorAt(t, err, c.PosOf(tt.wantKey).String()+": [test]: "+tt.wantKey, tt.wantMsg)
 		})
 	}
 }
