@@ -475,9 +475,10 @@ func (p *proxyApp) RoundTrip(req *http.Request) (*http.Response, error) {
 			r.URL = &u
 		}
 		up.target(r)
+		sent := p.now().UnixNano()
 		resp, err := up.roundTrip(r, p)
 		if err == nil {
-			p.succeeded(up)
+			p.succeeded(up, sent)
 			return resp, nil
 		}
 		if cerr := body.readErr(); cerr != nil {

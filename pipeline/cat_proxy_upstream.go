@@ -35,6 +35,7 @@ type upstream struct {
 	active    atomic.Int64  // requests in flight (holding a connection)
 	fails     atomic.Int64  // consecutive failed attempts
 	downUntil atomic.Int64  // unix ns; 0: not marked down by failures
+	downAt    atomic.Int64  // unix ns the failures marked it down
 	checkDown atomic.Bool   // marked down by active health checks
 	requests  atomic.Uint64 // attempts sent
 	errors    atomic.Uint64 // attempts failed
@@ -329,8 +330,16 @@ func (p *proxyApp) pick(tried *upstreamSet) (*upstream, time.Duration) {
 
 // succeeded records a response from up: its failure count starts over
 // and a down mark (a trial that worked) is lifted.
-func (p *proxyApp) succeeded(up *upstream) {
+//
+// sent is when the attempt was sent (unix ns): a request sent before the
+// upstream was marked down, and answered after, says nothing of its state
+// now (it died in between) and must not bring it back; the trial request,
+// sent after the mark, does.
+func (p *proxyApp) succeeded(up *upstream, sent int64) {
 	if up.fails.Load() == 0 { // the common case reads, never writes
+		return
+	}
+	if up.downUntil.Load() != 0 && sent < up.downAt.Load() {
 		return
 	}
 	up.fails.Store(0)
@@ -347,7 +356,9 @@ func (p *proxyApp) failed(up *upstream, err error) {
 	if !p.passive || f < int64(p.opts.failThreshold) {
 		return
 	}
-	if up.downUntil.Swap(p.now().Add(p.opts.failTimeout).UnixNano()) == 0 {
+	now := p.now()
+	up.downAt.Store(now.UnixNano())
+	if up.downUntil.Swap(now.Add(p.opts.failTimeout).UnixNano()) == 0 {
 		p.log.Warn("upstream marked down", "upstream", up.name, "failures", f, "for", p.opts.failTimeout.String(), "error", err)
 	}
 }
