@@ -256,9 +256,9 @@ func runArbiter(ctx context.Context, c *cli.Context, path string, settings *work
 		Stderr:     errLog.Writer(),
 		Stdout:     c.App.Writer,
 		ReopenLogs: func() error { recreateControl(); return errLog.Reopen() },
-		Reload: func() (*worker.Settings, error) {
+		Reload: func(files map[string][]byte) (*worker.Settings, error) {
 			recreateControl()
-			server, _, err := worker.LoadServer(path, serverName, nil)
+			server, _, err := worker.LoadServerFrom(path, serverName, nil, files)
 			if err != nil {
 				return nil, err
 			}
@@ -376,7 +376,11 @@ func (l *lazyUpgrader) ensureLocked() (*tableflip.Upgrader, error) {
 	return l.upg, nil
 }
 
-// ListenWithCallback creates or inherits a socket through tableflip.
+// ListenWithCallback creates or inherits a socket through tableflip. An
+// inherited socket that no longer listens is one the old master retired
+// (a bind its config removed: shut down, but tableflip still held a
+// duplicate under the address): it is closed and the address bound anew
+// for this master and the next.
 func (l *lazyUpgrader) ListenWithCallback(network, addr string, callback func(network, addr string) (net.Listener, error)) (net.Listener, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -384,7 +388,26 @@ func (l *lazyUpgrader) ListenWithCallback(network, addr string, callback func(ne
 	if err != nil {
 		return nil, err
 	}
-	return upg.Fds.ListenWithCallback(network, addr, callback)
+	ln, err := upg.Fds.ListenWithCallback(network, addr, callback)
+	if err != nil || listener.Listening(ln) {
+		return ln, err
+	}
+	l.log.Named(logname.Listener).Info("inherited socket no longer listens (a retired bind); binding the address anew", "network", network, "addr", addr)
+	ln.Close()
+	fresh, err := callback(network, addr)
+	if err != nil {
+		return nil, err
+	}
+	tln, ok := fresh.(tableflip.Listener)
+	if !ok {
+		fresh.Close()
+		return nil, fmt.Errorf("listener %s/%s: %T has no file descriptor", network, addr, fresh)
+	}
+	if err := upg.Fds.AddListener(network, addr, tln); err != nil {
+		fresh.Close()
+		return nil, fmt.Errorf("listener %s/%s: %w", network, addr, err)
+	}
+	return fresh, nil
 }
 
 // HasParent reports whether this process is the new master of an upgrade

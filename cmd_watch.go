@@ -73,14 +73,15 @@ func runConfigWatcher(ctx context.Context, arb *worker.Arbiter, log hclog.Logger
 	}
 }
 
-// reloadOnChange reloads after a change. A reload still rolling out
-// (busy) is waited for, so the newest content is applied after it; a
-// broken config is the arbiter's to log and show in status, and the next
-// change tries again.
+// reloadOnChange reloads after a change, applying the watcher's settled
+// snapshot of the files. A reload still rolling out (busy) is waited
+// for, so the newest content is applied after it; a broken config, or
+// one refused for taking the server off its addresses, is the arbiter's
+// to log and show in status, and the next change tries again.
 func reloadOnChange(ctx context.Context, arb *worker.Arbiter, w *reload.Watcher, log hclog.Logger) {
 	for {
 		rctx, cancel := context.WithTimeout(ctx, watchReloadTimeout)
-		res, err := arb.Reload(rctx)
+		res, err := arb.ReloadSaved(rctx, w.Snapshot())
 		cancel()
 		switch {
 		case err == nil:

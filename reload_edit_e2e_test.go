@@ -135,6 +135,17 @@ func (r *reditLoader) finish(t *testing.T) {
 	r.l.finish(t)
 }
 
+// reditFinish stops the load and the poller and requires zero failed
+// requests from both.
+func reditFinish(t *testing.T, load *reditLoader, p *poller) {
+	t.Helper()
+	load.finish(t)
+	p.close()
+	if len(p.failures) > 0 {
+		t.Errorf("poller: %d failed requests, first: %s", len(p.failures), p.failures[0])
+	}
+}
+
 // reditStatus is `paddock ctl status --json`.
 func reditStatus(t *testing.T, m *ctlMaster) control.Status {
 	t.Helper()
@@ -288,11 +299,7 @@ func TestReloadFiftyEdits(t *testing.T) {
 		}
 		reditWaitConverged(t, m, gen0+i+1, workers)
 	}
-	load.finish(t)
-	p.close()
-	if len(p.failures) > 0 {
-		t.Errorf("poller: %d failed requests, first: %s", len(p.failures), p.failures[0])
-	}
+	reditFinish(t, load, p)
 	t.Logf("switch latency over %d saves: p50 %s, p90 %s, max %s", saves,
 		reditPercentile(lat, 0.5).Round(time.Millisecond), reditPercentile(lat, 0.9).Round(time.Millisecond),
 		slices.Max(lat).Round(time.Millisecond))
@@ -462,11 +469,7 @@ func TestReloadBadEdits(t *testing.T) {
 	// (f) a good edit.
 	applied("valid edit after garbage", "E", func(content string) { renameSave(t, m.config, content) })
 
-	load.finish(t)
-	p.close()
-	if len(p.failures) > 0 {
-		t.Errorf("poller: %d failed requests, first: %s", len(p.failures), p.failures[0])
-	}
+	reditFinish(t, load, p)
 	p.mu.Lock()
 	for b := range p.bodies {
 		if !strings.Contains("ACDE", b) || len(b) != 1 {
@@ -522,11 +525,7 @@ func TestReloadHundredSavesInOneSecond(t *testing.T) {
 			t.Errorf("GET on a new connection = %q, want %q", got, final)
 		}
 	}
-	load.finish(t)
-	p.close()
-	if len(p.failures) > 0 {
-		t.Errorf("poller: %d failed requests, first: %s", len(p.failures), p.failures[0])
-	}
+	reditFinish(t, load, p)
 	reloads := st.Generation - gen0
 	t.Logf("%d saves gave %d reloads (generation %d -> %d); last_reload %+v", saves, reloads, gen0, st.Generation, st.LastReload)
 	if reloads < 1 || reloads > 20 {
@@ -560,11 +559,7 @@ func TestReloadRacingSaves(t *testing.T) {
 	}
 	last := fmt.Sprintf("s%d", saves-1)
 	reditWaitBody(t, p, last, time.Now(), reditSetup)
-	load.finish(t)
-	p.close()
-	if len(p.failures) > 0 {
-		t.Errorf("poller: %d failed requests, first: %s", len(p.failures), p.failures[0])
-	}
+	reditFinish(t, load, p)
 	if after := reditWorkerPids(t, m); !slices.Equal(before, after) {
 		t.Errorf("worker pids %v after racing saves, want %v (every reload in place)", after, before)
 	}

@@ -717,4 +717,38 @@ func TestUpgrade(t *testing.T) {
 		}
 		load.finish(t)
 	})
+
+	// A bind removed by a reload is shut down, but tableflip still holds
+	// a duplicate under its address and hands it to the next master. A
+	// config that names the address again at the upgrade (watch_config
+	// off: no reload in between) gets a listening socket, not that one.
+	t.Run("retired-bind-named-again", func(t *testing.T) {
+		second := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		config := func(bind string) string {
+			return upgradeConfig(bind, "watch_config = false\ngraceful_timeout = 3\n", "use = egg:paddock#hello\nbody = hi\n")
+		}
+		m := startUpgradeMasterConfig(t, v1, func(addr string) string { return config(addr + " " + second) })
+		if got := get(t, second); got != "hi" {
+			t.Fatalf("GET %s = %q, want hi", second, got)
+		}
+		cfg := filepath.Join(m.dir, "paste.ini")
+		renameSave(t, cfg, config(m.addr))
+		if out, errOut, code := runCmd(t, exec.Command(m.exe, "ctl", "--socket", m.sock, "--timeout", "20s", "reload")); code != 0 {
+			t.Fatalf("ctl reload: exit %d: %s%s", code, out, errOut)
+		}
+		waitFor(t, "the removed bind to stop listening", 15*time.Second, func() bool { return connRefused(second) })
+		renameSave(t, cfg, config(m.addr+" "+second))
+		installBinary(t, v2, m.exe)
+		res, out, errOut, code := m.ctlUpgrade(t, m.exe)
+		if code != 0 || !res.OK {
+			t.Fatalf("ctl upgrade: exit %d %+v: %s %s", code, res, out, errOut)
+		}
+		m.track(res.NewPid)
+		m.waitMaster(t, res.NewPid, "v2")
+		for _, addr := range []string{m.addr, second} {
+			if got := get(t, addr); got != "hi" {
+				t.Errorf("GET %s = %q after the upgrade, want hi", addr, got)
+			}
+		}
+	})
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -21,21 +22,45 @@ import (
 // retired.Retire. On error every socket Reconcile opened is closed and s
 // is untouched.
 //
+// held are sets the caller still holds open besides s: binds an earlier
+// reload removed, retired only once the workers that may accept on them
+// have exited. A spec whose address one of them holds gets that socket
+// back instead of a new bind, which would fail (the address is in use)
+// or, with reuse_port, open a second accept queue beside the draining
+// one. The caller then takes such sockets out of their held set
+// (Without), so they are not retired.
+//
 // opts.Backlog is applied to the kept listeners too (listen(2) on a
 // listening socket changes its backlog); ReusePort only applies to new
 // sockets.
-func (s *Set) Reconcile(ctx context.Context, specs []Spec, opts Options, fds Opener) (next, retired *Set, err error) {
+func (s *Set) Reconcile(ctx context.Context, specs []Spec, opts Options, fds Opener, held ...*Set) (next, retired *Set, err error) {
 	have := make(map[string]int, len(s.specs))
 	for i, spec := range s.specs {
 		have[spec.Key()] = i
 	}
+	type heldAt struct{ set, i int }
+	holding := make(map[string]heldAt)
+	for hi, h := range held {
+		for i, spec := range h.specs {
+			if _, ok := holding[spec.Key()]; !ok {
+				holding[spec.Key()] = heldAt{hi, i}
+			}
+		}
+	}
 	next, retired = &Set{}, &Set{}
 	var opened []net.Listener
 	kept := make(map[int]bool)
+	takenBack := make(map[heldAt]bool)
 	for _, spec := range specs {
 		if i, ok := have[spec.Key()]; ok && !kept[i] {
 			kept[i] = true
 			next.add(s.specs[i], s.lns[i], s.files[i])
+			continue
+		}
+		if at, ok := holding[spec.Key()]; ok && !takenBack[at] {
+			takenBack[at] = true
+			h := held[at.set]
+			next.add(h.specs[at.i], h.lns[at.i], h.files[at.i])
 			continue
 		}
 		ln, err := openOne(ctx, spec, opts, fds)
@@ -67,6 +92,19 @@ func (s *Set) Reconcile(ctx context.Context, specs []Spec, opts Options, fds Ope
 		}
 	}
 	return next, retired, nil
+}
+
+// Without returns s less the listeners that other holds too (the same
+// socket, not the same address): what is left of a held set once a
+// Reconcile took some of its sockets back. Nothing is closed.
+func (s *Set) Without(other *Set) *Set {
+	out := &Set{}
+	for i, ln := range s.lns {
+		if !slices.Contains(other.lns, ln) {
+			out.add(s.specs[i], ln, s.files[i])
+		}
+	}
+	return out
 }
 
 func (s *Set) add(spec Spec, ln net.Listener, file os.FileInfo) {
@@ -119,4 +157,26 @@ func shutdownListener(ln net.Listener) error {
 		return nil
 	}
 	return serr
+}
+
+// Listening reports whether ln's socket is in the listening state
+// (SO_ACCEPTCONN). A socket Retire shut down is not, though it is still
+// open: tableflip keeps its duplicate under the address and hands it to
+// the next master, which must bind the address anew rather than accept
+// on it. Listeners without a descriptor count as listening.
+func Listening(ln net.Listener) bool {
+	sc, ok := ln.(syscall.Conn)
+	if !ok {
+		return true
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return true
+	}
+	accepting := true
+	_ = rc.Control(func(fd uintptr) {
+		v, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ACCEPTCONN)
+		accepting = err != nil || v != 0
+	})
+	return accepting
 }

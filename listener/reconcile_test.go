@@ -159,3 +159,84 @@ func TestReconcileFailureChangesNothing(t *testing.T) {
 	}
 	assertAccepts(t, s.Listeners()[0])
 }
+
+// A bind that one reload removed and the next names again, while the
+// removed socket is still held (its workers drain), gets that very socket
+// back: binding the address anew fails, as it is still in use, and the
+// address never stops accepting. Without the held set the same change
+// fails, which is how a save once took a site off its address.
+func TestReconcileTakesBackAHeldListener(t *testing.T) {
+	fds := testFds(t)
+	a, b := freeTCPSpec(t), freeTCPSpec(t)
+	first, err := Open(t.Context(), []Spec{a, b}, Options{}, fds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { first.Close() })
+	held := first.Listeners()[0]
+	next, retiring, err := first.Reconcile(t.Context(), []Spec{b}, Options{}, fds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := retiring.Specs(); len(got) != 1 || got[0] != a {
+		t.Fatalf("retiring %v, want [%v]", got, a)
+	}
+	assertAccepts(t, held) // held, not retired yet
+
+	if _, _, err := next.Reconcile(t.Context(), []Spec{a, b}, Options{}, fds); !errors.Is(err, syscall.EADDRINUSE) && !errors.Is(err, ErrInUse) {
+		t.Fatalf("Reconcile naming a held address without the held set: %v, want address in use", err)
+	}
+
+	respelled, err := Parse("localhost:" + a.Addr[len("127.0.0.1:"):])
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, retired, err := next.Reconcile(t.Context(), []Spec{respelled, b}, Options{}, fds, retiring)
+	if err != nil {
+		t.Fatalf("Reconcile naming a held address: %v", err)
+	}
+	if len(retired.Listeners()) != 0 {
+		t.Errorf("retired %v, want nothing", retired.Specs())
+	}
+	if got := again.Listeners(); len(got) != 2 || got[0] != held || got[1] != next.Listeners()[0] {
+		t.Fatalf("listeners %v, want the held socket back, then the kept one", again.Specs())
+	}
+	if rest := retiring.Without(again); len(rest.Listeners()) != 0 {
+		t.Errorf("still retiring %v after it was taken back", rest.Specs())
+	}
+	if rest := retiring.Without(next); len(rest.Listeners()) != 1 {
+		t.Errorf("Without dropped a socket the other set does not hold: %v", rest.Specs())
+	}
+	assertAccepts(t, again.Listeners()[0])
+	assertAccepts(t, again.Listeners()[1])
+}
+
+// A socket Retire shut down is still open in whoever holds a duplicate
+// (tableflip, for the next master) but no longer listens: Listening tells
+// the next master to bind the address anew instead of accepting on it.
+func TestListeningAfterRetire(t *testing.T) {
+	a := freeTCPSpec(t)
+	s, err := Open(t.Context(), []Spec{a}, Options{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := s.Listeners()[0].(*net.TCPListener).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dup, err := net.FileListener(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dup.Close()
+	if !Listening(dup) {
+		t.Fatal("a listening socket's duplicate does not listen")
+	}
+	if err := s.Retire(); err != nil {
+		t.Fatal(err)
+	}
+	if Listening(dup) {
+		t.Error("the duplicate of a retired socket still listens")
+	}
+}

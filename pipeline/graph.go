@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -281,7 +282,14 @@ func toGraph(st *loadState, v any) (any, error) {
 // the value PasteDeploy's loader builds, as a JSON-ready tree. Load errors
 // are *Error values carrying PasteDeploy's exception class.
 func Graph(path, name string, kind ObjectKind) (any, error) {
-	st := &loadState{}
+	return GraphFrom(path, name, kind, nil)
+}
+
+// GraphFrom is Graph over files, config file contents by the names the
+// load uses (LoadOptions.Files): a reload draws the graph from the same
+// bytes it validated, not from the files as they are now.
+func GraphFrom(path, name string, kind ObjectKind, files map[string][]byte) (any, error) {
+	st := &loadState{files: maps.Clone(files)}
 	st.world = &stubWorld{st: st}
 	v, err := st.load(path, name, kind)
 	if err != nil {
@@ -294,7 +302,12 @@ func Graph(path, name string, kind ObjectKind) (any, error) {
 // as FORMAT.md's canonical JSON with the config's directory shown as ".".
 // The boolean reports whether the load succeeded.
 func GraphJSON(path, name string, kind ObjectKind) ([]byte, bool) {
-	g, err := Graph(path, name, kind)
+	return GraphJSONFrom(path, name, kind, nil)
+}
+
+// GraphJSONFrom is GraphJSON over files (see GraphFrom).
+func GraphJSONFrom(path, name string, kind ObjectKind, files map[string][]byte) ([]byte, bool) {
+	g, err := GraphFrom(path, name, kind, files)
 	ok := err == nil
 	var v any = g
 	if err != nil {

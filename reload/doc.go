@@ -6,11 +6,15 @@
 // old one (a watch on the file dies with it), and Kubernetes ConfigMap
 // volumes swap a `..data` symlink, so no event names the file at all. Any
 // event in a watched directory (Chmod aside), an fsnotify error, or a
-// queue overflow (re)arms one debounce timer (Debounce, 75 ms, Reset on
-// every event); when it fires, every file is re-read (through symlinks)
-// and its sha256 compared with the last content seen. Only a real
-// content change sends on Changes (buffered 1, coalescing: a slow reader
-// gets one event for many changes).
+// queue overflow (re)arms one debounce timer (Debounce, 50 ms, Reset on
+// every event); when it fires, every file is read (through symlinks), and
+// read again Settle (25 ms) later. Only when the two reads agree (bytes,
+// size and modification time of every file) and no event came between
+// them is the reading settled: a file written in place in pieces is never
+// reported half-written. A settled reading whose sha256 of a file differs
+// from the last content seen sends on Changes (buffered 1, coalescing: a
+// slow reader gets one event for many changes), and becomes the Snapshot
+// the caller applies, so it never reads the files again itself.
 //
 // What is not a change: an unchanged file (a touch, a chmod, a save of the
 // same bytes); an empty file (a truncate-then-write editor caught half

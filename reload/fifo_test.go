@@ -38,7 +38,7 @@ func TestWatcherFIFONotRead(t *testing.T) {
 	}
 	write(t, path, "b")
 	wantChange(t, w)
-	if _, err := readRegular(fifo); err == nil {
+	if _, _, err := readRegular(fifo); err == nil {
 		t.Error("readRegular read a FIFO")
 	}
 }

@@ -1,12 +1,14 @@
 package reload
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -19,13 +21,18 @@ import (
 )
 
 // Debounce is how long the directories must be quiet after an event
-// before the files are re-read. 75 ms coalesces every editor save and
+// before the files are read. 50 ms coalesces every editor save and
 // `kubectl` ConfigMap swap measured here (each is done within a few ms)
-// and bursts of saves arriving faster than that, and keeps "saved →
-// serving the new config" under 100 ms. A file caught half-written costs
-// nothing: it fails validation (the old config keeps serving) or is
-// empty, and the write that completes it is one more event.
-const Debounce = 75 * time.Millisecond
+// and bursts of saves arriving faster than that.
+const Debounce = 50 * time.Millisecond
+
+// Settle is how long after that first read the files are read again: a
+// change is reported only when both reads agree (the same bytes, size
+// and modification time for every file) and no event came in between,
+// so a file still being written in place (truncate, then write, maybe
+// in pieces) is never reported half-written. Debounce + Settle (75 ms)
+// keeps "saved -> serving the new config" under 100 ms.
+const Settle = 25 * time.Millisecond
 
 // Watcher reports content changes of a set of files; see the package doc.
 type Watcher struct {
@@ -33,12 +40,16 @@ type Watcher struct {
 	fsw      *fsnotify.Watcher
 	changes  chan struct{}
 	debounce time.Duration
+	settle   time.Duration
 	rescanC  chan struct{} // SetFiles asks Run to sync the watched dirs
 
 	mu    sync.Mutex
 	files []string                     // absolute paths, as given
 	sums  map[string][sha256.Size]byte // last non-empty content seen; absent: never read
 	dirs  map[string]bool              // directories watched now
+	// snapshot is the content of every readable watched file as of the
+	// last reported change: the bytes that were stable.
+	snapshot map[string][]byte
 }
 
 // New watches the directories of files (made absolute). A file that
@@ -56,6 +67,7 @@ func New(files []string, log hclog.Logger) (*Watcher, error) {
 		fsw:      fsw,
 		changes:  make(chan struct{}, 1),
 		debounce: Debounce,
+		settle:   Settle,
 		rescanC:  make(chan struct{}, 1),
 		sums:     make(map[string][sha256.Size]byte),
 		dirs:     make(map[string]bool),
@@ -72,6 +84,18 @@ func New(files []string, log hclog.Logger) (*Watcher, error) {
 
 // Changes receives one value after one or more content changes.
 func (w *Watcher) Changes() <-chan struct{} { return w.changes }
+
+// Snapshot is the content of the watched files as of the newest change
+// reported, by absolute path: bytes that two reads Settle apart agreed
+// on (an empty file is there, empty). A file that could not be read is
+// absent. The caller
+// applies these bytes rather than reading the files again, which could
+// catch a save half-way. The map is the caller's.
+func (w *Watcher) Snapshot() map[string][]byte {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return maps.Clone(w.snapshot)
+}
 
 // SetFiles replaces the watched set (after a reload: the config and every
 // file it read). The current content of a newly added file is its
@@ -106,7 +130,7 @@ func (w *Watcher) setFiles(files []string) error {
 			sums[f] = s
 			continue
 		}
-		data, err := readRegular(f)
+		data, _, err := readRegular(f)
 		switch {
 		case err != nil:
 			w.log.Warn("cannot read a watched file; watching for it", "path", f, "error", err)
@@ -152,11 +176,24 @@ func (w *Watcher) syncDirsLocked() {
 
 // Run delivers changes until ctx is done (nil) or fsnotify closes its
 // channels (an error). It closes the fsnotify watcher when it returns.
+//
+// An event (re)arms the debounce timer and drops a pending first read;
+// when the timer fires the files are read (first), and read again when
+// the settle timer fires; a change is reported only when the two agree.
 func (w *Watcher) Run(ctx context.Context) error {
 	defer w.fsw.Close()
-	timer := time.NewTimer(w.debounce)
-	timer.Stop()
-	defer timer.Stop()
+	debounce := time.NewTimer(w.debounce)
+	debounce.Stop()
+	defer debounce.Stop()
+	settle := time.NewTimer(w.settle)
+	settle.Stop()
+	defer settle.Stop()
+	var first reading // nil: no read waiting for its confirmation
+	rearm := func() {
+		first = nil
+		settle.Stop()
+		debounce.Reset(w.debounce)
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -169,7 +206,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 				continue
 			}
 			w.log.Trace("event", "name", ev.Name, "op", ev.Op.String())
-			timer.Reset(w.debounce)
+			rearm()
 		case err, ok := <-w.fsw.Errors:
 			if !ok {
 				return errors.New("reload: fsnotify closed its error channel")
@@ -177,13 +214,24 @@ func (w *Watcher) Run(ctx context.Context) error {
 			// An overflow lost events; any other error may have too: re-read
 			// everything after the debounce (PITFALLS A6).
 			w.log.Warn("watcher error; re-reading the config files", "error", err)
-			timer.Reset(w.debounce)
+			rearm()
 		case <-w.rescanC:
 			w.mu.Lock()
 			w.syncDirsLocked()
 			w.mu.Unlock()
-		case <-timer.C:
-			if w.rescan() {
+		case <-debounce.C:
+			first = w.read()
+			settle.Reset(w.settle)
+		case <-settle.C:
+			again := w.read()
+			if first == nil || !first.same(again) {
+				// Written between the two reads: wait for it to settle.
+				w.log.Debug("config files still changing; waiting for them to settle")
+				rearm()
+				continue
+			}
+			first = nil
+			if w.commit(again) {
 				select {
 				case w.changes <- struct{}{}:
 				default: // one pending change stands for all of them
@@ -193,35 +241,94 @@ func (w *Watcher) Run(ctx context.Context) error {
 	}
 }
 
-// rescan re-reads every file and reports whether one has new, non-empty
-// content; it also re-syncs the watched directories (a symlink swap moves
-// the target).
-func (w *Watcher) rescan() bool {
+// fileState is one read of a watched file.
+type fileState struct {
+	data    []byte
+	size    int64
+	modTime time.Time
+	err     error
+}
+
+// reading is one read of every watched file, by path.
+type reading map[string]fileState
+
+// read reads every watched file once, with its size and modification
+// time as fstat gave them on the descriptor it read.
+func (w *Watcher) read() reading {
+	w.mu.Lock()
+	files := slices.Clone(w.files)
+	w.mu.Unlock()
+	r := make(reading, len(files))
+	for _, f := range files {
+		var st fileState
+		var fi fs.FileInfo
+		st.data, fi, st.err = readRegular(f)
+		if fi != nil {
+			st.size, st.modTime = fi.Size(), fi.ModTime()
+		}
+		r[f] = st
+	}
+	return r
+}
+
+// same reports whether two readings agree: the same files, each with the
+// same bytes, size and modification time, or failing both times.
+func (r reading) same(o reading) bool {
+	if len(r) != len(o) {
+		return false
+	}
+	for f, a := range r {
+		b, ok := o[f]
+		if !ok || (a.err == nil) != (b.err == nil) {
+			return false
+		}
+		if a.err != nil {
+			continue
+		}
+		if a.size != b.size || !a.modTime.Equal(b.modTime) || !bytes.Equal(a.data, b.data) {
+			return false
+		}
+	}
+	return true
+}
+
+// commit takes a settled reading: it reports whether a file has new,
+// non-empty content and, if so, makes the reading the Snapshot. It also
+// re-syncs the watched directories (a symlink swap moves the target).
+func (w *Watcher) commit(r reading) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	defer w.syncDirsLocked()
 	changed := false
+	snapshot := make(map[string][]byte, len(r))
 	for _, f := range w.files {
-		data, err := readRegular(f)
-		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
+		st, ok := r[f]
+		if !ok {
+			continue // added by SetFiles since the read: its baseline is set
+		}
+		if st.err != nil {
+			if errors.Is(st.err, fs.ErrNotExist) {
 				w.log.Warn("watched file is gone; serving on, waiting for it to come back", "path", f)
 			} else {
-				w.log.Warn("cannot read a watched file; serving on", "path", f, "error", err)
+				w.log.Warn("cannot read a watched file; serving on", "path", f, "error", st.err)
 			}
 			continue
 		}
-		if len(data) == 0 {
+		snapshot[f] = st.data
+		if len(st.data) == 0 {
 			w.log.Warn("watched file is empty; ignored until it has content", "path", f)
 			continue
 		}
-		sum := sha256.Sum256(data)
+		sum := sha256.Sum256(st.data)
 		if old, ok := w.sums[f]; ok && old == sum {
 			continue
 		}
 		w.sums[f] = sum
 		w.log.Info("config file changed", "path", f)
 		changed = true
+	}
+	if changed {
+		w.snapshot = snapshot
 	}
 	return changed
 }
@@ -230,18 +337,19 @@ func (w *Watcher) rescan() bool {
 // opening a FIFO put at a config path would block the watcher until a
 // writer comes (O_NONBLOCK makes that open return at once), and a device
 // may never end.
-func readRegular(name string) ([]byte, error) {
+func readRegular(name string) ([]byte, fs.FileInfo, error) {
 	f, err := os.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if !fi.Mode().IsRegular() {
-		return nil, &fs.PathError{Op: "read", Path: name, Err: fmt.Errorf("not a regular file (mode %v)", fi.Mode())}
+		return nil, nil, &fs.PathError{Op: "read", Path: name, Err: fmt.Errorf("not a regular file (mode %v)", fi.Mode())}
 	}
-	return io.ReadAll(f)
+	data, err := io.ReadAll(f)
+	return data, fi, err
 }

@@ -1,6 +1,7 @@
 package reload
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -53,7 +54,7 @@ func wantNone(t *testing.T, w *Watcher, d time.Duration) {
 }
 
 // quiet is long enough for a debounce to fire.
-const quiet = 3 * Debounce
+const quiet = 3 * (Debounce + Settle)
 
 func TestWatcherSaves(t *testing.T) {
 	tests := []struct {
@@ -238,4 +239,100 @@ func TestWatcherSetFiles(t *testing.T) {
 	time.Sleep(quiet)
 	write(t, inc, "x = 3\n")
 	wantNone(t, w, quiet)
+}
+
+// A file written in place in small pieces (truncate, then write a few
+// bytes at a time with short pauses) is reported only once whole: every
+// Snapshot after a change holds one of the complete versions, never a
+// prefix, and the last one holds the last version.
+func TestWatcherNeverReportsAFileHalfWritten(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "app.ini")
+	version := func(i int) string {
+		return fmt.Sprintf("[server:main]\nbind = 127.0.0.1:%d\n\n[app:main]\nuse = egg:paddock#hello\nbody = v%d\n", 8000+i, i)
+	}
+	write(t, path, version(0))
+	w := start(t, path)
+	complete := map[string]bool{version(0): true}
+	const versions = 12
+	for i := 1; i <= versions; i++ {
+		complete[version(i)] = true
+	}
+	var got []string
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-w.Changes():
+				got = append(got, string(w.Snapshot()[path]))
+			case <-time.After(2 * quiet):
+				return
+			}
+		}
+	}()
+	for i := 1; i <= versions; i++ {
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data := []byte(version(i))
+		for len(data) > 0 {
+			n := min(7, len(data))
+			if _, err := f.Write(data[:n]); err != nil {
+				t.Fatal(err)
+			}
+			data = data[n:]
+			time.Sleep(2 * time.Millisecond) // far below Debounce
+		}
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+		// Around the debounce: some versions are replaced before they
+		// settle, some are reported.
+		time.Sleep(time.Duration(i%4) * (Debounce + Settle) / 2)
+	}
+	<-done
+	if len(got) == 0 {
+		t.Fatal("no change reported")
+	}
+	for _, s := range got {
+		if !complete[s] {
+			t.Errorf("reported a file half-written: %q", s)
+		}
+	}
+	if last := got[len(got)-1]; last != version(versions) {
+		t.Errorf("last snapshot %q, want the last version", last)
+	}
+}
+
+// Two reads that disagree in bytes, size or modification time, or in
+// whether the file could be read, are not a settled file.
+func TestReadingSame(t *testing.T) {
+	now := time.Now()
+	base := fileState{data: []byte("a=1\n"), size: 4, modTime: now}
+	tests := []struct {
+		name string
+		b    fileState
+		same bool
+	}{
+		{"identical", base, true},
+		{"other bytes", fileState{data: []byte("a=2\n"), size: 4, modTime: now}, false},
+		{"other size", fileState{data: []byte("a=1\n"), size: 5, modTime: now}, false},
+		{"other mtime", fileState{data: []byte("a=1\n"), size: 4, modTime: now.Add(time.Nanosecond)}, false},
+		{"unreadable", fileState{err: os.ErrNotExist}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a, b := reading{"f": base}, reading{"f": tt.b}
+			if got := a.same(b); got != tt.same {
+				t.Errorf("same = %v, want %v", got, tt.same)
+			}
+		})
+	}
+	if !(reading{"f": {err: os.ErrNotExist}}).same(reading{"f": {err: os.ErrPermission}}) {
+		t.Error("a file failing both reads is settled (nothing to apply)")
+	}
+	if (reading{"f": base}).same(reading{"g": base}) {
+		t.Error("readings of different files agree")
+	}
 }

@@ -83,11 +83,13 @@ type ArbiterOptions struct {
 	// errorlog file) on USR1 and ReopenLogs, before the workers are told
 	// to reopen theirs (logs.go).
 	ReopenLogs func() error
-	// Reload re-reads the config for HUP: it returns the new settings
-	// after validating the pipeline, or an error (file:line) that leaves
-	// the running workers alone. Nil makes HUP roll the workers on the
+	// Reload re-reads the settings for a reload from files, the config
+	// contents the arbiter's validation of the pipeline read (by the
+	// loader's names; LoadServerFrom), so both come from one read: it
+	// returns the new settings or an error (file:line) that leaves the
+	// running workers alone. Nil makes HUP roll the workers on the
 	// current settings.
-	Reload func() (*Settings, error)
+	Reload func(files map[string][]byte) (*Settings, error)
 	// OnReady, if set, is called once, when the first worker is ready,
 	// with the listeners' addresses.
 	OnReady func(addrs []net.Addr)
@@ -346,7 +348,7 @@ func (a *Arbiter) Run(ctx context.Context) error {
 		}
 		LogWarnings(a.log, p.Warnings)
 		p.Close()
-		a.recordConfig(p.Contents[p.Files[0]], nil)
+		a.recordConfig(p.Contents[p.Files[0]], p.Contents)
 		a.configFiles, a.configContents, a.configWatch = p.Files, p.Contents, p.Watch
 		if d, err := ContentsDigest(p.Files, p.Contents); err == nil {
 			a.configDigest = d
@@ -618,7 +620,7 @@ func (a *Arbiter) handleSignal(sig os.Signal) {
 		_, _, _ = a.changeTarget(-1, "signal TTOU")
 	case syscall.SIGHUP:
 		a.log.Info("signal received", "signal", name, "action", "reload")
-		_, _ = a.reload("signal HUP")
+		_, _ = a.reload(reloadRequest{by: "signal HUP"})
 	case syscall.SIGUSR1:
 		a.log.Info("signal received", "signal", name, "action", "reopen logs")
 		a.reopenLogs()

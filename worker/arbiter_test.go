@@ -92,7 +92,7 @@ func startArbiter(t *testing.T, mutate func(*Settings)) *harness {
 }
 
 // startArbiterWith is startArbiter with a Reload hook.
-func startArbiterWith(t *testing.T, mutate func(*Settings), reload func() (*Settings, error)) *harness {
+func startArbiterWith(t *testing.T, mutate func(*Settings), reload func(map[string][]byte) (*Settings, error)) *harness {
 	t.Helper()
 	s := harnessSettings()
 	if mutate != nil {

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strconv"
@@ -83,59 +84,78 @@ func (a *Arbiter) setTarget(n int, why string) (previous, target int, err error)
 // answer an in-place reload; one that does not is rolled.
 const reloadAckTimeout = 10 * time.Second
 
+// reloadRequest is what started a reload and what it reads.
+type reloadRequest struct {
+	// by names who asked, for the log: "signal HUP", "request", "config
+	// change".
+	by string
+	// saved, when set, are the settled contents of the watched files
+	// (reload.Watcher.Snapshot), by absolute path: the reload applies
+	// exactly these bytes.
+	saved map[string][]byte
+	// auto is a reload the config watcher started: one that would take
+	// the server off its addresses is refused (guardAddresses).
+	auto bool
+}
+
 // reload re-reads the config (HUP, Reload, the config watcher) and
 // validates all of it in the master: the settings (the Reload hook, which
-// keeps flag and environment overrides) and the whole pipeline. A broken
+// keeps flag and environment overrides) and the whole pipeline, both from
+// one read of each file (or from the watcher's settled snapshot), so a
+// save landing mid-reload cannot give them different contents. A broken
 // config changes nothing: the error (a *control.ConfigError) is logged
 // with file:line and kept for Status. A good one bumps the generation
 // and, when no setting the worker processes were started with changed,
 // tells every ready worker to swap to it in place (reload, with the
 // digest of the validated files); otherwise the workers are rolled onto
-// it one at a time. Binds are reconciled: added ones open before the workers roll onto
+// it one at a time. Binds are reconciled: added ones open (or are taken
+// back from the removed binds still held) before the workers roll onto
 // them, removed ones close once the roll is done; a bind that cannot be
 // opened fails the reload. Settings that need a new master (reuse_port,
 // control_socket, watch_config) are kept and reported as needing a
 // restart.
-func (a *Arbiter) reload(why string) (res control.ReloadResult, err error) {
+func (a *Arbiter) reload(req reloadRequest) (res control.ReloadResult, err error) {
+	why := req.by
 	if a.mode != modeRunning {
 		return control.ReloadResult{}, errStopping
 	}
 	a.notifyReloadBegins(why)
 	defer func() { a.notifyReloadEnded(res, err) }()
 	start := a.opts.now()
-	data, err := a.readConfig()
-	ns := a.settings
-	if err == nil && a.opts.Reload != nil {
-		ns, err = a.opts.Reload()
-	}
-	var (
-		files    []string
-		digest   string
-		contents map[string][]byte
-		watch    []string
-		pair     *TLSPair
-	)
-	if err == nil {
-		files, digest, contents, watch, err = a.validatePipeline()
-	}
-	if err == nil {
-		// The master reads certfile and keyfile (workers may not be
-		// allowed to) and sends what it read: a pair that does not load
-		// fails the reload here, and the workers keep the certificate
-		// they serve.
-		pair, err = readTLS(ns)
-	}
-	if len(files) > 0 {
-		if validated, ok := contents[files[0]]; ok {
-			data = validated // should the file have changed since readConfig
-		}
-	}
-	if err != nil {
+	fail := func(err error, msg string) (control.ReloadResult, error) {
 		a.lastReload = &control.ReloadOutcome{OK: false, At: start, Error: err.Error()}
 		a.metrics.reg.Reloaded(false, a.generation)
-		a.log.Error("reload failed; keeping the running workers", "by", why, "error", err)
+		a.log.Error(msg, "by", why, "error", err)
 		return control.ReloadResult{}, configError(err)
 	}
+	// The pipeline's load reads every file once (or takes it from the
+	// snapshot); the settings and the graph are built from those bytes.
+	v, perr := a.validatePipeline(a.savedFiles(req.saved))
+	ns := a.settings
+	var serr error
+	if a.opts.Reload != nil {
+		ns, serr = a.opts.Reload(v.contents)
+	}
+	if err := joinDistinct(serr, perr); err != nil {
+		return fail(err, "reload failed; keeping the running workers")
+	}
+	var data []byte // the config file as validated
+	if len(v.files) > 0 {
+		data = v.contents[v.files[0]]
+	}
+	// The master reads certfile and keyfile (workers may not be allowed
+	// to) and sends what it read: a pair that does not load fails the
+	// reload here, and the workers keep the certificate they serve.
+	pair, err := readTLS(ns)
+	if err != nil {
+		return fail(err, "reload failed; keeping the running workers")
+	}
+	if req.auto {
+		if err := a.guardAddresses(ns, data); err != nil {
+			return fail(err, "reload refused; keeping the running workers and listeners")
+		}
+	}
+	files, digest, contents, watch := v.files, v.digest, v.contents, v.watch
 	var restart []string // settings kept until a restart
 	if ns != a.settings {
 		keep := func(name string, differs bool, revert func()) {
@@ -178,15 +198,16 @@ func (a *Arbiter) reload(why string) (res control.ReloadResult, err error) {
 	// (retireListeners). A bind that cannot be opened fails the reload.
 	var next, retired *listener.Set
 	if a.set != nil && (!slices.Equal(ns.Bind, a.settings.Bind) || ns.Backlog != a.settings.Backlog) {
-		next, retired, err = a.set.Reconcile(context.Background(), ns.Bind, listener.Options{Backlog: ns.Backlog, ReusePort: ns.ReusePort}, a.opts.Opener)
+		held := make([]*listener.Set, len(a.retiring))
+		for i, r := range a.retiring {
+			held[i] = r.set
+		}
+		next, retired, err = a.set.Reconcile(context.Background(), ns.Bind, listener.Options{Backlog: ns.Backlog, ReusePort: ns.ReusePort}, a.opts.Opener, held...)
 		if err != nil {
 			if o := ns.Origins["bind"]; o.Where != "" {
 				err = fmt.Errorf("%s: bind: %w", o.Where, err)
 			}
-			a.lastReload = &control.ReloadOutcome{OK: false, At: start, Error: err.Error()}
-			a.metrics.reg.Reloaded(false, a.generation)
-			a.log.Error("reload failed; keeping the running workers and listeners", "by", why, "error", err)
-			return control.ReloadResult{}, configError(err)
+			return fail(err, "reload failed; keeping the running workers and listeners")
 		}
 	}
 	changed := changedSettings(a.settings, ns)
@@ -203,7 +224,7 @@ func (a *Arbiter) reload(why string) (res control.ReloadResult, err error) {
 	a.tlsDigest, a.tlsPair = tls, pair
 	sum, graph, oldDigest, oldData := a.configSum, a.configGrph, a.configDigest, a.configData
 	a.settings = ns
-	a.recordConfig(data, nil)
+	a.recordConfig(data, contents)
 	if a.opts.ConfigPath != "" {
 		a.configFiles, a.configDigest, a.configContents, a.configWatch = files, digest, contents, watch
 	}
@@ -218,6 +239,7 @@ func (a *Arbiter) reload(why string) (res control.ReloadResult, err error) {
 	a.metrics.reg.Reloaded(true, a.generation)
 	if next != nil {
 		a.useListeners(next)
+		a.takeBackRetiring(next)
 		if len(retired.Specs()) > 0 {
 			a.retiring = append(a.retiring, retiringSet{gen: a.generation, set: retired})
 		}
@@ -231,28 +253,170 @@ func (a *Arbiter) reload(why string) (res control.ReloadResult, err error) {
 	return control.ReloadResult{OK: true, Generation: a.generation, Changed: changed}, nil
 }
 
+// validated is one load of the config, as validatePipeline read it.
+type validated struct {
+	// files are the files the load read (the config first), by the
+	// loader's names; digest is their ContentsDigest.
+	files  []string
+	digest string
+	// contents are those files' bytes as the load used them, even when
+	// it failed (what it read before it did).
+	contents map[string][]byte
+	// watch are the files the config's factories read as configuration
+	// (pipeline.Pipeline.Watch).
+	watch []string
+}
+
 // validatePipeline builds the whole pipeline of the config file and
-// closes it; it returns the files the load read, the digest of the bytes
-// it read (ContentsDigest), those bytes, and the files its factories
-// read as configuration (pipeline.Pipeline.Watch). Without a config path
-// (tests) there is nothing to validate.
-func (a *Arbiter) validatePipeline() (files []string, digest string, contents map[string][]byte, watch []string, err error) {
+// closes it. files, when set, are contents to use instead of reading
+// those files (LoadOptions.Files). Without a config path (tests) there
+// is nothing to validate.
+func (a *Arbiter) validatePipeline(files map[string][]byte) (validated, error) {
 	if a.opts.ConfigPath == "" {
-		return nil, "", nil, nil, nil
+		return validated{}, nil
 	}
-	p, err := pipeline.Load(pipeline.LoadOptions{Path: a.opts.ConfigPath, Name: a.opts.AppName, Kind: pipeline.ObjectApp, Registry: a.opts.Registry})
+	p, err := pipeline.Load(pipeline.LoadOptions{Path: a.opts.ConfigPath, Name: a.opts.AppName, Kind: pipeline.ObjectApp, Registry: a.opts.Registry, Files: files})
+	if p == nil {
+		return validated{}, err
+	}
+	v := validated{files: p.Files, contents: p.Contents, watch: p.Watch}
 	if err != nil {
-		return nil, "", nil, nil, err
+		return v, err
 	}
 	LogWarnings(a.log, p.Warnings)
 	if err := p.Close(); err != nil {
 		a.log.Warn("close the validated pipeline", "error", err)
 	}
-	digest, err = ContentsDigest(p.Files, p.Contents)
-	if err != nil {
-		return nil, "", nil, nil, err
+	if v.digest, err = ContentsDigest(p.Files, p.Contents); err != nil {
+		return v, err
 	}
-	return p.Files, digest, p.Contents, p.Watch, nil
+	return v, nil
+}
+
+// savedFiles turns the watcher's snapshot (by absolute path) into
+// contents by the names the loader uses for the running config's files
+// (the config path may be relative), keeping the absolute names too for
+// files the new config may read. Nil stays nil: read the files.
+func (a *Arbiter) savedFiles(saved map[string][]byte) map[string][]byte {
+	if saved == nil {
+		return nil
+	}
+	files := maps.Clone(saved)
+	for _, name := range append([]string{a.opts.ConfigPath}, a.configFiles...) {
+		abs, err := filepath.Abs(name)
+		if err != nil {
+			continue
+		}
+		if data, ok := saved[abs]; ok {
+			files[name] = data
+		}
+	}
+	return files
+}
+
+// joinDistinct joins the errors that are not nil, once each: a settings
+// load and a pipeline load failing on the same unreadable file report it
+// once.
+func joinDistinct(errs ...error) error {
+	var out []error
+	for _, err := range errs {
+		if err != nil && !slices.ContainsFunc(out, func(e error) bool { return e.Error() == err.Error() }) {
+			out = append(out, err)
+		}
+	}
+	switch len(out) {
+	case 0:
+		return nil
+	case 1:
+		return out[0]
+	}
+	return errors.Join(out...)
+}
+
+// guardAddresses refuses a config the watcher saw that would take the
+// server off its addresses: one that keeps none of the addresses it
+// listens on, or one with no [server:*] section at all that drops an
+// address the running config's file named (a file truncated or written
+// in pieces, caught between them, falls back to the default bind). A
+// reload asked for (HUP, paddock ctl reload) applies it.
+func (a *Arbiter) guardAddresses(ns *Settings, data []byte) error {
+	if a.set == nil || len(a.settings.Bind) == 0 {
+		return nil
+	}
+	want := make(map[string]bool, len(ns.Bind))
+	for _, spec := range ns.Bind {
+		want[spec.Key()] = true
+	}
+	var kept, dropped []string
+	for _, spec := range a.settings.Bind {
+		if want[spec.Key()] {
+			kept = append(kept, spec.String())
+		} else {
+			dropped = append(dropped, spec.String())
+		}
+	}
+	if len(dropped) == 0 {
+		return nil
+	}
+	var newBinds []string
+	for _, spec := range ns.Bind {
+		newBinds = append(newBinds, spec.String())
+	}
+	apply := "apply it with `paddock ctl reload` or kill -HUP if it is meant"
+	if len(kept) == 0 {
+		return fmt.Errorf("%s: not applied: the saved config would stop listening on every address the server listens on (%s; it names %s): %s",
+			a.opts.ConfigPath, strings.Join(dropped, " "), strings.Join(newBinds, " "), apply)
+	}
+	if a.settings.Origins["bind"].Source == SourceFile && !hasServerSection(a.opts.ConfigPath, data) {
+		return fmt.Errorf("%s: not applied: the saved config has no [server:*] section, so it would stop listening on %s, which the file named: %s",
+			a.opts.ConfigPath, strings.Join(dropped, " "), apply)
+	}
+	return nil
+}
+
+// hasServerSection reports whether the config file's bytes have a
+// [server:*] section (true when they do not parse: the load decides).
+func hasServerSection(path string, data []byte) bool {
+	if data == nil {
+		return true
+	}
+	f, err := pipeline.Parse(path, data, nil)
+	if err != nil {
+		return true
+	}
+	for _, sec := range f.Sections {
+		if isServerSection(sec.Name) {
+			return true
+		}
+	}
+	return false
+}
+
+func isServerSection(name string) bool {
+	return strings.HasPrefix(name, "server:") || strings.HasPrefix(name, "server ")
+}
+
+// takeBackRetiring takes the sockets a Reconcile took back (now in
+// next) out of the retiring sets, so they are not retired; sets left
+// empty are dropped.
+func (a *Arbiter) takeBackRetiring(next *listener.Set) {
+	keep := a.retiring[:0]
+	for _, r := range a.retiring {
+		rest := r.set.Without(next)
+		if n := len(r.set.Listeners()) - len(rest.Listeners()); n > 0 {
+			for _, spec := range r.set.Specs() {
+				if !slices.Contains(rest.Specs(), spec) {
+					a.log.Info("removed bind named again; serving on the socket still held", "bind", spec.String())
+				}
+			}
+		}
+		r.set = rest
+		if len(rest.Listeners()) > 0 {
+			keep = append(keep, r)
+		}
+	}
+	clear(a.retiring[len(keep):])
+	a.retiring = keep
 }
 
 // reloadInPlace asks every ready worker to swap to the current
@@ -342,15 +506,16 @@ func (a *Arbiter) readConfig() ([]byte, error) {
 }
 
 // recordConfig keeps the bytes of the config now running, their sha256
-// and the canonical graph (to tell a pipeline change from a settings one).
-func (a *Arbiter) recordConfig(data []byte, err error) {
-	if err != nil || a.opts.ConfigPath == "" {
+// and the canonical graph (to tell a pipeline change from a settings
+// one), drawn from contents, the files as validated.
+func (a *Arbiter) recordConfig(data []byte, contents map[string][]byte) {
+	if a.opts.ConfigPath == "" {
 		return
 	}
 	a.configData = data
 	h := sha256.Sum256(data)
 	a.configSum = hex.EncodeToString(h[:])
-	if g, ok := pipeline.GraphJSON(a.opts.ConfigPath, a.opts.AppName, pipeline.ObjectApp); ok {
+	if g, ok := pipeline.GraphJSONFrom(a.opts.ConfigPath, a.opts.AppName, pipeline.ObjectApp, contents); ok {
 		a.configGrph = g
 	} else {
 		a.configGrph = nil
@@ -637,13 +802,26 @@ type reloadReply struct {
 // A broken config is a *control.ConfigError and changes nothing; a
 // reload already waiting for its roll is control.ErrBusy.
 func (a *Arbiter) Reload(ctx context.Context) (control.ReloadResult, error) {
+	return a.reloadAndWait(ctx, reloadRequest{by: "request"})
+}
+
+// ReloadSaved is the config watcher's reload: it applies saved, the
+// settled contents of the watched files (reload.Watcher.Snapshot), as
+// Reload applies the files, except that a config that would take the
+// server off its addresses is refused (guardAddresses): a file caught
+// while being written must not do that.
+func (a *Arbiter) ReloadSaved(ctx context.Context, saved map[string][]byte) (control.ReloadResult, error) {
+	return a.reloadAndWait(ctx, reloadRequest{by: "config change", saved: saved, auto: true})
+}
+
+func (a *Arbiter) reloadAndWait(ctx context.Context, req reloadRequest) (control.ReloadResult, error) {
 	start := time.Now()
 	w := &rollWaiter{ctx: ctx, done: make(chan struct{})}
 	v, err := a.do(ctx, func() any {
 		if a.reloading() {
 			return reloadReply{err: fmt.Errorf("worker: reload: the previous one is still rolling out: %w", control.ErrBusy)}
 		}
-		res, err := a.reload("request")
+		res, err := a.reload(req)
 		if err == nil {
 			w.gen = res.Generation
 			a.waiters = append(a.waiters, w)
@@ -856,9 +1034,7 @@ func changedSections(path string, old, new []byte) []string {
 		}
 		return b.String()
 	}
-	isServer := func(name string) bool {
-		return strings.HasPrefix(name, "server:") || strings.HasPrefix(name, "server ")
-	}
+	isServer := isServerSection
 	var out []string
 	if text(of.Defaults) != text(nf.Defaults) {
 		out = append(out, "[DEFAULT]")

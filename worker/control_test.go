@@ -48,7 +48,7 @@ func TestControlKillWorker(t *testing.T) {
 
 func TestControlReloadWaitsForRoll(t *testing.T) {
 	fail := false
-	reload := func() (*Settings, error) {
+	reload := func(map[string][]byte) (*Settings, error) {
 		if fail {
 			return nil, pipeline.ErrorList{
 				{Pos: pipeline.Pos{File: "paste.ini", Line: 7}, Section: "app:main", Class: "LookupError", Msg: "boom"},

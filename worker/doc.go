@@ -61,11 +61,19 @@
 // Reload (SPEC §4): HUP, POST /v1/reload and the config watcher (package
 // reload, wired in cmd_watch.go; watch_config, on by default, workers >= 1
 // only) all run Arbiter.reload. The master validates everything first:
-// the settings (the Reload hook resolves them with the same flags and
-// environment as at start, so flag and PADDOCK_* overrides keep winning
-// over the file), the whole pipeline (pipeline.Load, then Close) and the
-// TLS key pair (readTLS). A failure changes nothing: it is logged at
-// file:line and shown as last_reload in status. A success bumps the
+// the whole pipeline (pipeline.Load, then Close), the settings (the
+// Reload hook resolves them with the same flags and environment as at
+// start, so flag and PADDOCK_* overrides keep winning over the file) and
+// the TLS key pair (readTLS). The pipeline's load reads each file once
+// (the watcher's reloads take the settled bytes of its Snapshot instead:
+// ReloadSaved) and the settings and the canonical graph are built from
+// those same bytes, so a save landing mid-reload cannot give them
+// different contents. A reload the watcher started is refused when it
+// would take the server off its addresses (guardAddresses: none of the
+// running binds kept, or no [server:*] section left while a bind the
+// file named is dropped); HUP and ctl reload apply such a config. A
+// failure changes nothing: it is logged at file:line and shown as
+// last_reload in status. A success bumps the
 // generation; then, if no setting the worker processes were started with
 // changed (anything but workers, pidfile, control_socket,
 // upgrade_timeout, watch_config), every ready worker gets reload, which
@@ -96,7 +104,9 @@
 // started later (crash, TTIN, max_requests) start on the current
 // generation. A bind change is reconciled (listener.Set.Reconcile): new
 // sockets open before the roll, a removed bind is retired once no worker
-// of an older generation is left (retireListeners). reuse_port,
+// of an older generation is left (retireListeners), and a bind named
+// again before that takes its held socket back (takeBackRetiring) rather
+// than binding the address anew, which would fail: it is in use. reuse_port,
 // control_socket, watch_config and upgrade_timeout need a restart: the running value is
 // kept, a warning logged, and the reload's "changed" says "reuse_port
 // (needs restart)". A new workers value in

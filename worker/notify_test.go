@@ -227,7 +227,7 @@ func (u *fakeUpgrader) HasParent() bool       { return u.parent }
 
 // startNotifyArbiter starts an arbiter of fake workers whose systemd
 // variables are env.
-func startNotifyArbiter(t *testing.T, env map[string]string, upg Upgrader, reload func() (*Settings, error)) *harness {
+func startNotifyArbiter(t *testing.T, env map[string]string, upg Upgrader, reload func(map[string][]byte) (*Settings, error)) *harness {
 	t.Helper()
 	opts := ArbiterOptions{Settings: harnessSettings(), Reload: reload, getenv: func(k string) string { return env[k] }}
 	if upg != nil {
@@ -244,7 +244,7 @@ func TestArbiterNotifySequence(t *testing.T) {
 	ns := listenNotify(t, filepath.Join(t.TempDir(), "notify.sock"))
 	var mu sync.Mutex
 	fail := false
-	reload := func() (*Settings, error) {
+	reload := func(map[string][]byte) (*Settings, error) {
 		mu.Lock()
 		defer mu.Unlock()
 		if fail {

@@ -168,7 +168,7 @@ func TestArbiterReloadInPlace(t *testing.T) {
 	write("A")
 	s := &Settings{Workers: 2, Timeout: 30 * time.Second, GracefulTimeout: 5 * time.Second, Umask: -1,
 		Origins: map[string]Origin{"workers": {Source: SourceFile, Value: "2"}}}
-	reload := func() (*Settings, error) {
+	reload := func(map[string][]byte) (*Settings, error) {
 		ns := *s
 		return &ns, nil
 	}
@@ -254,7 +254,7 @@ func TestArbiterReloadInPlace(t *testing.T) {
 
 // A changed worker setting (here timeout) rolls the workers instead.
 func TestArbiterReloadRollsOnProcessSettings(t *testing.T) {
-	reload := func() (*Settings, error) {
+	reload := func(map[string][]byte) (*Settings, error) {
 		return &Settings{Workers: 1, Timeout: 10 * time.Second, GracefulTimeout: 5 * time.Second, Umask: -1}, nil
 	}
 	h := startArbiterWith(t, func(s *Settings) { s.Workers = 1 }, reload)

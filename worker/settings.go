@@ -661,10 +661,17 @@ func resolveHostPort(s *Settings, in Input, warnings *[]*pipeline.Error) error {
 // and the settings come from flags, the environment and the defaults.
 // Errors are *pipeline.Error or pipeline.ErrorList, located at file:line.
 func LoadServer(path, name string, reg *pipeline.Registry) (*pipeline.ServerSpec, []*pipeline.Error, error) {
+	return LoadServerFrom(path, name, reg, nil)
+}
+
+// LoadServerFrom is LoadServer over files, config file contents by the
+// names the load uses (pipeline.LoadOptions.Files): a reload reads its
+// settings from the bytes it validated the pipeline from.
+func LoadServerFrom(path, name string, reg *pipeline.Registry, files map[string][]byte) (*pipeline.ServerSpec, []*pipeline.Error, error) {
 	if name == "" {
 		name = "main"
 	}
-	p, err := pipeline.Load(pipeline.LoadOptions{Path: path, Name: name, Kind: pipeline.ObjectServer, Registry: reg})
+	p, err := pipeline.Load(pipeline.LoadOptions{Path: path, Name: name, Kind: pipeline.ObjectServer, Registry: reg, Files: files})
 	if err != nil {
 		var pe *pipeline.Error
 		// Only the top-level lookup counts: a use = config:... inside the
