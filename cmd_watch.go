@@ -21,9 +21,11 @@ const watchReloadTimeout = time.Minute
 
 // startConfigWatcher runs the config watcher of a master (workers >= 1)
 // when watch_config is on: once the master runs, it watches the files the
-// running config read (reload.Watcher) and, on a change, calls the
-// arbiter's Reload, the path HUP and `ctl reload` take; after a good
-// reload it watches the new config's files. The returned stop ends it and
+// running config read (reload.Watcher) and, on a settled change, calls
+// the arbiter's ReloadSaved with the watcher's snapshot: the path HUP
+// and `ctl reload` take, except that a config that would take the server
+// off its addresses is refused; after a good reload it watches the new
+// config's files. The returned stop ends it and
 // waits; it also ends by itself when the arbiter stops. workers = 0 has
 // no watcher: the in-process server has no master to reload it.
 func startConfigWatcher(ctx context.Context, arb *worker.Arbiter, s *worker.Settings, log hclog.Logger) (stop func()) {

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"slices"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -159,12 +161,22 @@ func shutdownListener(ln net.Listener) error {
 	return serr
 }
 
-// Listening reports whether ln's socket is in the listening state
-// (SO_ACCEPTCONN). A socket Retire shut down is not, though it is still
-// open: tableflip keeps its duplicate under the address and hands it to
-// the next master, which must bind the address anew rather than accept
-// on it. Listeners without a descriptor count as listening.
+// Listening reports whether ln's socket still takes connections. A socket
+// Retire shut down does not, though it is still open: tableflip keeps its
+// duplicate under the address and hands it to the next master, which
+// must bind the address anew rather than accept on it. A tcp socket says
+// so itself (SO_ACCEPTCONN is cleared by shutdown(2)); a unix socket does
+// not, and is taken as retired when no socket file is left at its path
+// (Retire unlinks it). Listeners without a descriptor count as listening.
 func Listening(ln net.Listener) bool {
+	if ul, ok := ln.(*net.UnixListener); ok {
+		if path := ul.Addr().String(); path != "" && !strings.HasPrefix(path, "@") {
+			fi, err := os.Lstat(path)
+			if err != nil || fi.Mode().Type() != fs.ModeSocket {
+				return false
+			}
+		}
+	}
 	sc, ok := ln.(syscall.Conn)
 	if !ok {
 		return true

@@ -212,31 +212,35 @@ func TestReconcileTakesBackAHeldListener(t *testing.T) {
 }
 
 // A socket Retire shut down is still open in whoever holds a duplicate
-// (tableflip, for the next master) but no longer listens: Listening tells
-// the next master to bind the address anew instead of accepting on it.
+// (tableflip, for the next master) but no longer takes connections:
+// Listening tells the next master to bind the address anew instead of
+// accepting on it, for tcp and unix binds.
 func TestListeningAfterRetire(t *testing.T) {
-	a := freeTCPSpec(t)
-	s, err := Open(t.Context(), []Spec{a}, Options{}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := s.Listeners()[0].(*net.TCPListener).File()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dup, err := net.FileListener(f)
-	f.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dup.Close()
-	if !Listening(dup) {
-		t.Fatal("a listening socket's duplicate does not listen")
-	}
-	if err := s.Retire(); err != nil {
-		t.Fatal(err)
-	}
-	if Listening(dup) {
-		t.Error("the duplicate of a retired socket still listens")
+	for _, spec := range []Spec{freeTCPSpec(t), {Unix, filepath.Join(shortTempDir(t), "l.sock")}} {
+		t.Run(spec.Network, func(t *testing.T) {
+			s, err := Open(t.Context(), []Spec{spec}, Options{}, testFds(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			f, err := s.Listeners()[0].(interface{ File() (*os.File, error) }).File()
+			if err != nil {
+				t.Fatal(err)
+			}
+			dup, err := net.FileListener(f)
+			f.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer dup.Close()
+			if !Listening(dup) {
+				t.Fatal("a listening socket's duplicate does not listen")
+			}
+			if err := s.Retire(); err != nil {
+				t.Fatal(err)
+			}
+			if Listening(dup) {
+				t.Error("the duplicate of a retired socket still listens")
+			}
+		})
 	}
 }

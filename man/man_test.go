@@ -126,20 +126,6 @@ func TestDateFromEpoch(t *testing.T) {
 	}
 }
 
-// TestReloadNotes: every setting reloadNotes describes is still a
-// setting; a renamed or removed one must not leave a stale note.
-func TestReloadNotes(t *testing.T) {
-	known := make(map[string]bool)
-	for _, st := range worker.Known() {
-		known[st.Name] = true
-	}
-	for name := range reloadNotes {
-		if !known[name] {
-			t.Errorf("reloadNotes describes %q, which worker.Known() does not have", name)
-		}
-	}
-}
-
 func TestFactories(t *testing.T) {
 	r := pipeline.NewDefaultRegistry()
 	fs := factories(r)

@@ -476,7 +476,11 @@ func (a *Arbiter) closeListeners() {
 // retireListeners retires the binds a reload removed once no worker of
 // an older generation accepts on them any more.
 func (a *Arbiter) retireListeners() {
-	if a.mode != modeRunning {
+	// Not while an upgrade runs, nor after one succeeded: the new master
+	// inherits every socket this one holds and may serve on a retiring
+	// one its config names again; shutdown(2) would stop it there too. A
+	// failed upgrade retires them afterwards.
+	if a.mode != modeRunning || a.upgrading || a.upgraded {
 		return
 	}
 	keep := a.retiring[:0]

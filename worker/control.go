@@ -90,8 +90,9 @@ type reloadRequest struct {
 	// change".
 	by string
 	// saved, when set, are the settled contents of the watched files
-	// (reload.Watcher.Snapshot), by absolute path: the reload applies
-	// exactly these bytes.
+	// (reload.Watcher.Snapshot), by absolute path: the config's load uses
+	// these bytes (a file the snapshot lacks, such as one that could not
+	// be read then, is read from disk; TLS files are read by readTLS).
 	saved map[string][]byte
 	// auto is a reload the config watcher started: one that would take
 	// the server off its addresses is refused (guardAddresses).
@@ -158,30 +159,10 @@ func (a *Arbiter) reload(req reloadRequest) (res control.ReloadResult, err error
 	files, digest, contents, watch := v.files, v.digest, v.contents, v.watch
 	var restart []string // settings kept until a restart
 	if ns != a.settings {
-		keep := func(name string, differs bool, revert func()) {
-			if !differs {
-				return
-			}
+		restart = keepRestartSettings(a.settings, ns)
+		for _, name := range restart {
 			a.log.Warn(name+" changed; it needs a restart, keeping the current value", "setting", name)
-			revert()
-			if o, ok := a.settings.Origins[name]; ok && ns.Origins != nil {
-				ns.Origins[name] = o
-			}
-			restart = append(restart, name+" (needs restart)")
 		}
-		keep("reuse_port", ns.ReusePort != a.settings.ReusePort, func() { ns.ReusePort = a.settings.ReusePort })
-		keep("control_socket", ns.ControlSocket != a.settings.ControlSocket, func() { ns.ControlSocket = a.settings.ControlSocket })
-		keep("watch_config", ns.WatchConfig != a.settings.WatchConfig, func() { ns.WatchConfig = a.settings.WatchConfig })
-		keep("metrics_bind", !reflect.DeepEqual(ns.MetricsBind, a.settings.MetricsBind), func() { ns.MetricsBind = a.settings.MetricsBind })
-		// The workers' credentials are resolved once, at start; the
-		// pidfile is written once.
-		keep("user", ns.User != a.settings.User, func() { ns.User = a.settings.User })
-		keep("group", ns.Group != a.settings.Group, func() { ns.Group = a.settings.Group })
-		keep("pidfile", ns.Pidfile != a.settings.Pidfile, func() { ns.Pidfile = a.settings.Pidfile })
-		// The master opened the error log at start (logs.go).
-		keep("errorlog", ns.ErrorLog != a.settings.ErrorLog, func() { ns.ErrorLog = a.settings.ErrorLog })
-		// tableflip takes its timeout once, when the master starts.
-		keep("upgrade_timeout", ns.UpgradeTimeout != a.settings.UpgradeTimeout, func() { ns.UpgradeTimeout = a.settings.UpgradeTimeout })
 		if ns.Workers < 1 {
 			a.log.Warn("workers = 0 needs a restart; keeping worker processes", "workers", 1)
 			ns.Workers = 1
@@ -211,7 +192,9 @@ func (a *Arbiter) reload(req reloadRequest) (res control.ReloadResult, err error
 		}
 	}
 	changed := changedSettings(a.settings, ns)
-	changed = append(changed, restart...)
+	for _, name := range restart {
+		changed = append(changed, name+" (needs restart)")
+	}
 	roll := !sameProcessSettings(a.settings, ns)
 	// New contents of certfile and keyfile under the same names need no
 	// new workers: an in-place reload carries the pair read above and
@@ -335,10 +318,12 @@ func joinDistinct(errs ...error) error {
 
 // guardAddresses refuses a config the watcher saw that would take the
 // server off its addresses: one that keeps none of the addresses it
-// listens on, or one with no [server:*] section at all that drops an
-// address the running config's file named (a file truncated or written
-// in pieces, caught between them, falls back to the default bind). A
-// reload asked for (HUP, paddock ctl reload) applies it.
+// listens on (or still holds for draining workers), or one that drops an
+// address the running config's file named while the new file names no
+// bind at all (no [server:*] section, or one without bind, host or port:
+// what a file truncated or written in pieces looks like when caught
+// between them; it would fall back to the default bind). A reload asked
+// for (HUP, paddock ctl reload) applies it.
 func (a *Arbiter) guardAddresses(ns *Settings, data []byte) error {
 	if a.set == nil || len(a.settings.Bind) == 0 {
 		return nil
@@ -358,6 +343,13 @@ func (a *Arbiter) guardAddresses(ns *Settings, data []byte) error {
 	if len(dropped) == 0 {
 		return nil
 	}
+	for _, r := range a.retiring {
+		for _, spec := range r.set.Specs() {
+			if want[spec.Key()] {
+				kept = append(kept, spec.String())
+			}
+		}
+	}
 	var newBinds []string
 	for _, spec := range ns.Bind {
 		newBinds = append(newBinds, spec.String())
@@ -367,9 +359,13 @@ func (a *Arbiter) guardAddresses(ns *Settings, data []byte) error {
 		return fmt.Errorf("%s: not applied: the saved config would stop listening on every address the server listens on (%s; it names %s): %s",
 			a.opts.ConfigPath, strings.Join(dropped, " "), strings.Join(newBinds, " "), apply)
 	}
-	if a.settings.Origins["bind"].Source == SourceFile && !hasServerSection(a.opts.ConfigPath, data) {
-		return fmt.Errorf("%s: not applied: the saved config has no [server:*] section, so it would stop listening on %s, which the file named: %s",
-			a.opts.ConfigPath, strings.Join(dropped, " "), apply)
+	if a.settings.Origins["bind"].Source == SourceFile && ns.Origins["bind"].Source != SourceFile {
+		what := "names no bind, host or port"
+		if !hasServerSection(a.opts.ConfigPath, data) {
+			what = "has no [server:*] section"
+		}
+		return fmt.Errorf("%s: not applied: the saved config %s, so it would stop listening on %s, which the file named: %s",
+			a.opts.ConfigPath, what, strings.Join(dropped, " "), apply)
 	}
 	return nil
 }
@@ -475,34 +471,46 @@ func (a *Arbiter) reloadAnswered(w *wproc, m *Message) {
 }
 
 // sameProcessSettings reports whether workers started with old serve new
-// as they are: only the master's own settings differ.
+// as they are: only settings whose reload policy is not ReloadRoll
+// differ (the master's own: worker count, backlog, restart-only ones).
 func sameProcessSettings(old, new *Settings) bool {
 	if old == new {
 		return true
 	}
-	strip := func(s *Settings) Settings {
-		c := *s
-		c.Workers, c.Origins, c.Pidfile, c.ControlSocket, c.UpgradeTimeout, c.WatchConfig = 0, nil, "", "", 0, false
-		c.Backlog = 0 // a property of the master's sockets
-		c.MetricsBind = nil
-		return c
+	a, b := *old, *new
+	a.Origins, b.Origins = nil, nil
+	for _, st := range table {
+		if st.Reload != ReloadRoll {
+			st.fieldOf(&b).Set(st.fieldOf(&a))
+		}
 	}
-	return reflect.DeepEqual(strip(old), strip(new))
+	return reflect.DeepEqual(a, b)
 }
 
-// readConfig reads the config file ("" when the arbiter has none, in
-// tests).
-func (a *Arbiter) readConfig() ([]byte, error) {
-	if a.opts.ConfigPath == "" {
-		return nil, nil
+// keepRestartSettings puts back into ns the running value of every
+// setting whose policy is ReloadRestart and that ns changes, with its
+// origin, and returns their names in table order.
+func keepRestartSettings(running, ns *Settings) []string {
+	var kept []string
+	for _, st := range table {
+		if st.Reload != ReloadRestart {
+			continue
+		}
+		old, v := st.fieldOf(running), st.fieldOf(ns)
+		if reflect.DeepEqual(old.Interface(), v.Interface()) {
+			continue
+		}
+		v.Set(old)
+		if ns.Origins != nil {
+			if o, ok := running.Origins[st.Name]; ok {
+				ns.Origins[st.Name] = o
+			} else {
+				delete(ns.Origins, st.Name)
+			}
+		}
+		kept = append(kept, st.Name)
 	}
-	// Not os.ReadFile: a FIFO put at the path would block this, the Run
-	// goroutine, until some writer came.
-	data, err := pipeline.ReadRegularFile(a.opts.ConfigPath)
-	if err != nil {
-		return nil, fmt.Errorf("worker: read config: %w", err)
-	}
-	return data, nil
+	return kept
 }
 
 // recordConfig keeps the bytes of the config now running, their sha256

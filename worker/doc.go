@@ -75,8 +75,9 @@
 // failure changes nothing: it is logged at file:line and shown as
 // last_reload in status. A success bumps the
 // generation; then, if no setting the worker processes were started with
-// changed (anything but workers, pidfile, control_socket,
-// upgrade_timeout, watch_config), every ready worker gets reload, which
+// changed (one whose Setting.Reload is ReloadRoll: the settings table
+// says what a reload does with each setting, and the reload code, the
+// manual and the docs all read it there), every ready worker gets reload, which
 // also carries certfile and keyfile as the master read them, and the
 // worker swaps the certificate its TLS listeners serve
 // (listener.Certificate) together with the pipeline; new contents of the
@@ -106,10 +107,11 @@
 // sockets open before the roll, a removed bind is retired once no worker
 // of an older generation is left (retireListeners), and a bind named
 // again before that takes its held socket back (takeBackRetiring) rather
-// than binding the address anew, which would fail: it is in use. reuse_port,
-// control_socket, watch_config and upgrade_timeout need a restart: the running value is
-// kept, a warning logged, and the reload's "changed" says "reuse_port
-// (needs restart)". A new workers value in
+// than binding the address anew, which would fail: it is in use.
+// Settings whose policy is ReloadRestart (reuse_port, control_socket,
+// user, pidfile, ...) keep their running value (keepRestartSettings), a
+// warning is logged, and the reload's "changed" says "reuse_port (needs
+// restart)". A new workers value in
 // the file sets the target only when it differs from the file's previous
 // value, so a count set at run time (TTIN, ctl workers) survives other
 // edits (PITFALLS B6). A worker whose
@@ -146,8 +148,9 @@
 // a roll, a new worker ready before an old one drains, when worker
 // settings changed); TTIN one more worker; TTOU one fewer
 // (the oldest, gracefully, never below 1); USR1 reopens the master's
-// error log and tells workers to reopen their access logs (logs.go); WINCH is logged and ignored (paddock never daemonises); USR2
-// (upgrade) is logged as not supported yet. Workers: TERM drains, QUIT
+// error log and tells workers to reopen their access logs (logs.go);
+// WINCH is logged and ignored (paddock never daemonises); USR2 upgrades
+// the binary (upgrade.go), as ctl upgrade does. Workers: TERM drains, QUIT
 // stops at once, USR1 reopens logs; HUP, INT, TTIN, TTOU, USR2 and WINCH
 // are ignored (a terminal's Ctrl-C reaches the whole process group: the
 // master decides).

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -288,5 +289,47 @@ func waitReadyCount(t *testing.T, a *Arbiter, n int) {
 			t.Fatalf("ready workers: %+v, %v; want %d", st.Workers, err, n)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A reload that changes only restart-only settings keeps their running
+// values, says so in its answer, and reloads in place: the workers were
+// not started with them.
+func TestArbiterReloadKeepsRestartSettings(t *testing.T) {
+	s := &Settings{Workers: 1, Timeout: 30 * time.Second, GracefulTimeout: 5 * time.Second, Umask: -1, Pidfile: "/run/a.pid",
+		Origins: map[string]Origin{"workers": {Source: SourceFile, Value: "1"}, "pidfile": {Source: SourceFile, Value: "/run/a.pid"}}}
+	reload := func(map[string][]byte) (*Settings, error) {
+		ns := *s
+		ns.Pidfile, ns.ReusePort = "/run/b.pid", true
+		ns.Origins = map[string]Origin{"workers": {Source: SourceFile, Value: "1"}, "pidfile": {Source: SourceFile, Value: "/run/b.pid"},
+			"reuse_port": {Source: SourceFile, Value: "true"}}
+		return &ns, nil
+	}
+	h := runHarness(t, ArbiterOptions{Settings: s, Reload: reload})
+	p := h.spawned()
+	p.say(Message{Type: MsgReady})
+	waitReadyCount(t, h.a, 1)
+	done := make(chan control.ReloadResult, 1)
+	go func() {
+		r, err := h.a.Reload(t.Context())
+		if err != nil {
+			t.Error(err)
+		}
+		done <- r
+	}()
+	wantSent(t, p, MsgReload) // in place
+	h.noSpawn(100 * time.Millisecond)
+	p.say(Message{Type: MsgReloaded, Generation: 1})
+	r := <-done
+	want := []string{"reuse_port (needs restart)", "pidfile (needs restart)"}
+	if !slices.Equal(r.Changed, want) {
+		t.Errorf("changed %q, want %q", r.Changed, want)
+	}
+	view, err := h.a.Config(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := view.Settings["pidfile"].Value; got != "/run/a.pid" {
+		t.Errorf("running pidfile %q, want the kept /run/a.pid", got)
 	}
 }

@@ -54,6 +54,15 @@ func TestRetireWaitsForDrainingWorkers(t *testing.T) {
 		t.Fatal("the removed bind was shut down while a worker of the old generation still drained")
 	}
 	delete(a.workers, 100) // it exited
+	// An upgrade runs: the new master inherits the socket and may serve
+	// on it (its config can name the bind again), so it stays up until
+	// the upgrade failed.
+	a.upgrading = true
+	a.retireListeners()
+	if !accepts(removedAddr) {
+		t.Fatal("the removed bind was shut down while an upgrade ran")
+	}
+	a.upgrading = false
 	a.retireListeners()
 	if accepts(removedAddr) {
 		t.Fatal("the removed bind still accepts once every old worker exited")

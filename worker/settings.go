@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -193,8 +194,56 @@ type Setting struct {
 	// FallbackEnvs are read below the file, above the default
 	// (WEB_CONCURRENCY for workers, as gunicorn does).
 	FallbackEnvs []string
+	// Reload is what a reload does with a changed value; the reload code
+	// (Arbiter.reload), the manual and the docs all read it here.
+	Reload ReloadPolicy
+	// ReloadDoc is what the manual says a reload does with the setting,
+	// when the policy's own sentence (ReloadPolicy.Doc) is not enough.
+	ReloadDoc string
 
+	// field is the Settings field the setting sets: a reload compares
+	// and keeps values through it.
+	field string
 	parse func(s *Settings, v string) error
+}
+
+// ReloadPolicy is what a reload does with a changed setting.
+type ReloadPolicy int
+
+const (
+	// ReloadRoll: the workers are started with the setting; a change
+	// rolls them, each new worker serving before an old one drains.
+	ReloadRoll ReloadPolicy = iota
+	// ReloadLive: the master applies the change to what runs (the worker
+	// count, the sockets' backlog); the workers are not rolled for it.
+	ReloadLive
+	// ReloadRestart: read once, when the master starts; a reload keeps
+	// the running value and names the setting "(needs restart)".
+	ReloadRestart
+)
+
+// Doc is the manual's sentence for the policy.
+func (p ReloadPolicy) Doc() string {
+	switch p {
+	case ReloadLive:
+		return "applied live"
+	case ReloadRestart:
+		return "needs a restart or an upgrade: the running value is kept and the reload answer names the setting \"(needs restart)\""
+	}
+	return "rolls the workers: each new worker serves before an old one drains"
+}
+
+// ReloadText is what the manual says a reload does with the setting.
+func (st Setting) ReloadText() string {
+	if st.ReloadDoc != "" {
+		return st.ReloadDoc
+	}
+	return st.Reload.Doc()
+}
+
+// fieldOf is the value of st's Settings field in s.
+func (st Setting) fieldOf(s *Settings) reflect.Value {
+	return reflect.ValueOf(s).Elem().FieldByName(st.field)
 }
 
 // Defaults of the settings that have one (gunicorn's).
@@ -230,9 +279,64 @@ func setting(name, def, usage string, parse func(*Settings, string) error) Setti
 		Envs:    []string{"PADDOCK_" + strings.ToUpper(name)},
 		Default: def,
 		Usage:   usage,
+		field:   fieldName(name),
 		parse:   parse,
 	}
 }
+
+// fieldName is the Settings field of a setting: its name in CamelCase,
+// with the exceptions below.
+func fieldName(name string) string {
+	switch name {
+	case "host", "port":
+		return "Bind"
+	case "loglevel":
+		return "LogLevel"
+	case "debug_worker_header":
+		return "DebugWorkerHeader"
+	case "certfile":
+		return "CertFile"
+	case "keyfile":
+		return "KeyFile"
+	case "pidfile":
+		return "Pidfile"
+	case "accesslog":
+		return "AccessLog"
+	case "errorlog":
+		return "ErrorLog"
+	case "forwarded_allow_ips":
+		return "ForwardedAllowIPs"
+	case "proxy_allow_ips":
+		return "ProxyAllowIPs"
+	case "strict_http":
+		return "StrictHTTP"
+	}
+	var b strings.Builder
+	for _, part := range strings.Split(name, "_") {
+		if part != "" {
+			b.WriteString(strings.ToUpper(part[:1]) + part[1:])
+		}
+	}
+	return b.String()
+}
+
+// reloading sets what a reload does with st (policy, and the manual's
+// text when the policy's sentence is not enough).
+func reloading(st Setting, policy ReloadPolicy, doc string) Setting {
+	st.Reload, st.ReloadDoc = policy, doc
+	return st
+}
+
+// What the manual says a reload does with the settings that share a
+// text beyond their policy's sentence.
+const (
+	reloadBind = "applied live: added sockets are opened first (one that cannot be opened fails the reload and changes nothing), " +
+		"the workers roll onto the new set, and a removed socket stops listening once no old worker is left " +
+		"(named again before that, it keeps the same socket)"
+	tlsReloadDoc = "rolls the workers: each new worker serves before an old one drains; new content in the files under the same names is loaded in place by every reload, without new workers " +
+		"(the master loads the pair first: one that does not load fails the reload and the workers keep serving the old certificate)"
+	credentialsReloadDoc = "needs a restart or an upgrade: workers are started with the user and group the master resolved when it started"
+)
 
 // table is every setting paddock implements or accepts, in help order.
 var table = func() []Setting {
@@ -251,6 +355,7 @@ var table = func() []Setting {
 		})
 	bind.List = true
 	bind.Flags = append(bind.Flags, "b")
+	bind.ReloadDoc = reloadBind
 	loglevel := setting("loglevel", "info", "log `LEVEL`: trace, debug, info, warning, error",
 		func(s *Settings, v string) error {
 			l, err := ParseLogLevel(v)
@@ -261,6 +366,7 @@ var table = func() []Setting {
 	// gunicorn's.
 	loglevel.Flags = []string{"log-level", "loglevel"}
 	loglevel.Envs = []string{"PADDOCK_LOG_LEVEL", "PADDOCK_LOGLEVEL"}
+	loglevel.ReloadDoc = ReloadRoll.Doc() + "; the master keeps its own level until a restart"
 	reusePort := setting("reuse_port", "false", "set SO_REUSEPORT on tcp sockets",
 		func(s *Settings, v string) error {
 			b, err := pipeline.ParseBool(v)
@@ -268,10 +374,13 @@ var table = func() []Setting {
 			return err
 		})
 	reusePort.Bool = true
+	reusePort.Reload = ReloadRestart
 	workers := setting("workers", "1", "worker processes (`N`); 0 serves in the master process; WEB_CONCURRENCY applies when the file does not set it",
 		intIn(0, 1<<16, func(s *Settings, n int) { s.Workers = n }))
 	workers.Flags = append(workers.Flags, "w")
 	workers.FallbackEnvs = []string{"WEB_CONCURRENCY"}
+	workers.Reload = ReloadLive
+	workers.ReloadDoc = "applied live: workers are started or stopped (the oldest first, gracefully) to the new count; a count changed at run time (TTIN, TTOU, ctl workers) survives edits that leave workers alone; 0 needs a restart"
 	debugHeader := setting("debug_worker_header", "false", "add X-Paddock-Worker: <pid> to every response",
 		func(s *Settings, v string) error {
 			b, err := pipeline.ParseBool(v)
@@ -286,6 +395,7 @@ var table = func() []Setting {
 			return err
 		})
 	watchConfig.Bool = true
+	watchConfig.Reload = ReloadRestart
 	strictHTTP := setting("strict_http", "true", "answer 400 (and close) to an HTTP/1 request a front proxy could read differently, before the app sees it: a line not ending in CRLF, obs-fold, a bad field name, a bad or conflicting Content-Length, Content-Length with Transfer-Encoding, chunked not last or twice, Transfer-Encoding in HTTP/1.0, * or authority-form targets outside OPTIONS and CONNECT, Content-Type twice, bad chunk framing, framing or routing fields in trailers; false leaves all parsing to Go's net/http",
 		func(s *Settings, v string) error {
 			b, err := pipeline.ParseBool(v)
@@ -299,21 +409,22 @@ var table = func() []Setting {
 		func(s *Settings, v string) error { s.ControlSocket = strings.TrimSpace(v); return nil })
 	controlSocket.Flags = []string{"ctl-socket", "control-socket"}
 	controlSocket.Envs = []string{"PADDOCK_CTL_SOCKET", "PADDOCK_CONTROL_SOCKET"}
+	controlSocket.Reload = ReloadRestart
 	forwardedAllow := setting("forwarded_allow_ips", DefaultAllowIPs, "peers (`LIST` of IPs and CIDRs; * for every peer) whose forwarding headers (X-Forwarded-For, Forwarded, the secure scheme headers) are believed; from other peers they are removed; unix-socket peers are always trusted",
 		networks(func(s *Settings, n forwarded.Networks) { s.ForwardedAllowIPs = n }))
 	// gunicorn reads FORWARDED_ALLOW_IPS as the default.
 	forwardedAllow.FallbackEnvs = []string{"FORWARDED_ALLOW_IPS"}
 	return []Setting{
 		bind,
-		setting("host", listener.PasteHost, "Paste-style `HOST` to serve on when bind is not set", nil),
-		setting("port", strconv.Itoa(listener.PastePort), "Paste-style `PORT` to serve on when bind is not set", nil),
+		reloading(setting("host", listener.PasteHost, "Paste-style `HOST` to serve on when bind is not set", nil), ReloadRoll, reloadBind),
+		reloading(setting("port", strconv.Itoa(listener.PastePort), "Paste-style `PORT` to serve on when bind is not set", nil), ReloadRoll, reloadBind),
 		workers,
 		setting("timeout", "30", "`SECONDS` a worker may stay silent before it is killed and replaced (also the time a client has to send request headers, and the longest a worker whose master died keeps draining); 0 for no limit",
 			duration(func(s *Settings, d time.Duration) { s.Timeout = d })),
 		setting("graceful_timeout", "30", "`SECONDS` in-flight requests get to finish on a graceful stop (TERM)",
 			duration(func(s *Settings, d time.Duration) { s.GracefulTimeout = d })),
-		setting("upgrade_timeout", "60", "`SECONDS` a new binary gets to become ready on an upgrade (USR2, ctl upgrade) before it is killed and the old master keeps serving",
-			duration(func(s *Settings, d time.Duration) { s.UpgradeTimeout = d })),
+		reloading(setting("upgrade_timeout", "60", "`SECONDS` a new binary gets to become ready on an upgrade (USR2, ctl upgrade) before it is killed and the old master keeps serving",
+			duration(func(s *Settings, d time.Duration) { s.UpgradeTimeout = d })), ReloadRestart, ""),
 		setting("keepalive", "2", "`SECONDS` an idle keep-alive connection stays open; 0 turns keep-alive off",
 			duration(func(s *Settings, d time.Duration) { s.Keepalive = d })),
 		setting("client_body_timeout", "60", "`SECONDS` a client may pause while sending a request body: each read of it waits at most this long, so a slow but steady upload is not cut (nginx's client_body_timeout); 0 for no limit",
@@ -334,39 +445,39 @@ var table = func() []Setting {
 		setting("limit_request_field_size", strconv.Itoa(DefaultLimitRequestFieldSize), "longest header field line in `BYTES`, with its CRLF as gunicorn counts it (0: no own limit)",
 			intIn(0, 1<<20, func(s *Settings, n int) { s.LimitRequestFieldSize = n })),
 		strictHTTP,
-		setting("backlog", strconv.Itoa(DefaultBacklog), "listen queue length (`N`; the kernel caps it at net.core.somaxconn)",
-			intIn(1, 1<<20, func(s *Settings, n int) { s.Backlog = n })),
+		reloading(setting("backlog", strconv.Itoa(DefaultBacklog), "listen queue length (`N`; the kernel caps it at net.core.somaxconn)",
+			intIn(1, 1<<20, func(s *Settings, n int) { s.Backlog = n })), ReloadLive, "applied live to the open sockets"),
 		reusePort,
-		setting("certfile", "", "serve TLS (HTTP/2 and HTTP/1.1) with the certificate chain in `FILE` (PEM; needs keyfile)",
-			func(s *Settings, v string) error { s.CertFile = strings.TrimSpace(v); return nil }),
-		setting("keyfile", "", "the private key (PEM) of certfile, in `FILE`",
-			func(s *Settings, v string) error { s.KeyFile = strings.TrimSpace(v); return nil }),
+		reloading(setting("certfile", "", "serve TLS (HTTP/2 and HTTP/1.1) with the certificate chain in `FILE` (PEM; needs keyfile)",
+			func(s *Settings, v string) error { s.CertFile = strings.TrimSpace(v); return nil }), ReloadRoll, tlsReloadDoc),
+		reloading(setting("keyfile", "", "the private key (PEM) of certfile, in `FILE`",
+			func(s *Settings, v string) error { s.KeyFile = strings.TrimSpace(v); return nil }), ReloadRoll, tlsReloadDoc),
 		setting("protocols", DefaultProtocols, "HTTP versions to serve (`LIST`, space- or comma-separated): h1 (HTTP/1.x), h2 (HTTP/2 over TLS, negotiated through ALPN), h2c (HTTP/2 in clear, prior knowledge only: no Upgrade: h2c); h2 applies to TLS listeners, h2c to clear ones",
 			parseProtocols),
-		setting("proxy_protocol", string(listener.ProxyOff), "read a PROXY protocol header (HAProxy's) at the start of each connection (`MODE`): off; v1 or v2 (required from proxy_allow_ips peers, of that version); auto (either version, optional); a header from another peer is dropped and its own address kept",
+		reloading(setting("proxy_protocol", string(listener.ProxyOff), "read a PROXY protocol header (HAProxy's) at the start of each connection (`MODE`): off; v1 or v2 (required from proxy_allow_ips peers, of that version); auto (either version, optional); a header from another peer is dropped and its own address kept",
 			func(s *Settings, v string) error {
 				m, err := listener.ParseProxyMode(v)
 				s.ProxyProtocol = m
 				return err
-			}),
-		setting("proxy_allow_ips", DefaultAllowIPs, "peers (`LIST` of IPs and CIDRs; * for every peer) whose PROXY protocol header is used; unix-socket peers always are",
-			networks(func(s *Settings, n forwarded.Networks) { s.ProxyAllowIPs = n })),
+			}), ReloadRoll, ReloadRoll.Doc()+"; connections already open keep the addresses read when they were accepted"),
+		reloading(setting("proxy_allow_ips", DefaultAllowIPs, "peers (`LIST` of IPs and CIDRs; * for every peer) whose PROXY protocol header is used; unix-socket peers always are",
+			networks(func(s *Settings, n forwarded.Networks) { s.ProxyAllowIPs = n })), ReloadRoll, ReloadRoll.Doc()+"; connections already open keep the addresses read when they were accepted"),
 		forwardedAllow,
 		setting("forwarded_header", forwarded.DefaultHeader, "the header (`NAME`) a trusted proxy lists the hops in: X-Forwarded-For, Forwarded (RFC 7239), or another in X-Forwarded-For syntax (X-Real-IP, CF-Connecting-IP); only this one is read for the client address",
 			parseForwardedHeader),
 		setting("secure_scheme_headers", DefaultSecureSchemeHeaders, "headers that tell a trusted proxy's request was https (`LIST` of NAME: VALUE, comma-separated; any other value of them means http, and contradicting ones are answered 400); empty: none",
 			parseSecureSchemeHeaders),
-		setting("pidfile", "", "write the server's pid to `FILE`",
-			func(s *Settings, v string) error { s.Pidfile = strings.TrimSpace(v); return nil }),
+		reloading(setting("pidfile", "", "write the server's pid to `FILE`",
+			func(s *Settings, v string) error { s.Pidfile = strings.TrimSpace(v); return nil }), ReloadRestart, "needs a restart or an upgrade: the running master keeps the pidfile it wrote"),
 		controlSocket,
 		setting("max_requests", "0", "retire a worker after `N` requests; 0 never",
 			intIn(0, 1<<30, func(s *Settings, n int) { s.MaxRequests = n })),
 		setting("max_requests_jitter", "0", "add a random 0..`N` to max_requests per worker",
 			intIn(0, 1<<30, func(s *Settings, n int) { s.MaxRequestsJitter = n })),
-		setting("user", "", "run workers as `USER` (name or uid; needs root)",
-			func(s *Settings, v string) error { s.User = strings.TrimSpace(v); return nil }),
-		setting("group", "", "run workers as `GROUP` (name or gid; needs root)",
-			func(s *Settings, v string) error { s.Group = strings.TrimSpace(v); return nil }),
+		reloading(setting("user", "", "run workers as `USER` (name or uid; needs root)",
+			func(s *Settings, v string) error { s.User = strings.TrimSpace(v); return nil }), ReloadRestart, credentialsReloadDoc),
+		reloading(setting("group", "", "run workers as `GROUP` (name or gid; needs root)",
+			func(s *Settings, v string) error { s.Group = strings.TrimSpace(v); return nil }), ReloadRestart, credentialsReloadDoc),
 		setting("umask", "", "`MASK` for files the workers create (0o22, 022, 0x12); unset keeps the inherited one",
 			parseUmask),
 		setting("accesslog", "", "write an access log line per request to `FILE` (- for stdout); unset: no access log; requests never wait for it: lines the disk cannot take (full, slow) are dropped and counted in the error log, at once and then at most every 10 s",
@@ -379,9 +490,9 @@ var table = func() []Setting {
 				s.AccessLogFormat = v
 				return nil
 			}),
-		setting("errorlog", "-", "write the log of the master and the workers to `FILE` (- for stderr)",
-			func(s *Settings, v string) error { s.ErrorLog = strings.TrimSpace(v); return nil }),
-		setting("metrics_bind", "", "serve the whole server's Prometheus metrics at /metrics on `ADDRESS` (a bind: host:port, unix:/path, ...), from the master; unset: off (mount the metrics app with urlmap instead)",
+		reloading(setting("errorlog", "-", "write the log of the master and the workers to `FILE` (- for stderr)",
+			func(s *Settings, v string) error { s.ErrorLog = strings.TrimSpace(v); return nil }), ReloadRestart, ""),
+		reloading(setting("metrics_bind", "", "serve the whole server's Prometheus metrics at /metrics on `ADDRESS` (a bind: host:port, unix:/path, ...), from the master; unset: off (mount the metrics app with urlmap instead)",
 			func(s *Settings, v string) error {
 				s.MetricsBind = nil
 				if v = strings.TrimSpace(v); v == "" {
@@ -393,7 +504,7 @@ var table = func() []Setting {
 				}
 				s.MetricsBind = &spec
 				return nil
-			}),
+			}), ReloadRestart, ""),
 		loglevel,
 		debugHeader,
 		watchConfig,

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -368,5 +369,53 @@ use = egg:paddock#hello
 	s, _, err = Resolve(Input{LookupEnv: env(map[string]string{"PADDOCK_PROTOCOLS": "h2", "PADDOCK_CERTFILE": "c", "PADDOCK_KEYFILE": "k"})})
 	if err != nil || strings.Join(s.Protocols, ",") != "h2" {
 		t.Errorf("h2 over TLS: %v %v", s, err)
+	}
+}
+
+// Every setting names the Settings field a reload compares and keeps it
+// through, and the policies are the ones the manual and the reload code
+// have always had: the master's own settings live, restart-only ones
+// kept.
+func TestSettingsReloadPolicy(t *testing.T) {
+	want := map[string]ReloadPolicy{
+		"workers": ReloadLive, "backlog": ReloadLive,
+		"reuse_port": ReloadRestart, "control_socket": ReloadRestart, "watch_config": ReloadRestart,
+		"upgrade_timeout": ReloadRestart, "errorlog": ReloadRestart, "metrics_bind": ReloadRestart,
+		"pidfile": ReloadRestart, "user": ReloadRestart, "group": ReloadRestart,
+	}
+	for _, st := range Known() {
+		if f := st.fieldOf(&Settings{}); !f.IsValid() || !f.CanSet() {
+			t.Errorf("setting %s: no settable Settings field %q", st.Name, st.field)
+		}
+		if got := st.Reload; got != want[st.Name] {
+			t.Errorf("setting %s: reload policy %d, want %d", st.Name, got, want[st.Name])
+		}
+		if st.ReloadText() == "" {
+			t.Errorf("setting %s: no reload text for the manual", st.Name)
+		}
+	}
+}
+
+// A reload keeps the running value of a restart-only setting (and its
+// origin) and names it; other changes go through.
+func TestKeepRestartSettings(t *testing.T) {
+	running := testSettings(t, map[string]string{"pidfile": "/run/a.pid", "timeout": "10"})
+	ns := testSettings(t, map[string]string{"pidfile": "/run/b.pid", "timeout": "20", "reuse_port": "true"})
+	kept := keepRestartSettings(running, ns)
+	if want := []string{"reuse_port", "pidfile"}; !slices.Equal(kept, want) {
+		t.Errorf("kept %v, want %v", kept, want)
+	}
+	if ns.Pidfile != "/run/a.pid" || ns.ReusePort || ns.Origins["pidfile"] != running.Origins["pidfile"] {
+		t.Errorf("restart-only settings not kept: pidfile %q (origin %+v), reuse_port %v", ns.Pidfile, ns.Origins["pidfile"], ns.ReusePort)
+	}
+	if ns.Timeout != 20*time.Second {
+		t.Errorf("timeout %v, want the new 20s", ns.Timeout)
+	}
+	if sameProcessSettings(running, ns) {
+		t.Error("a new timeout does not roll the workers")
+	}
+	ns.Timeout, ns.Workers, ns.Backlog = running.Timeout, running.Workers+3, running.Backlog+1
+	if !sameProcessSettings(running, ns) {
+		t.Error("workers and backlog, the master's own, roll the workers")
 	}
 }
