@@ -10,8 +10,9 @@
 // tcp/127.0.0.1:8080). Listen creates the socket with the options gunicorn
 // exposes: backlog, reuse_port, and the file mode of a unix socket. Listen
 // returns a net.Listener its caller owns; Set is the master's collection.
-// The package imports nothing of paddock's, so the master, the worker and
-// tests can all use it.
+// The package imports nothing of paddock's but internal/regfile (a leaf
+// of the standard library only), so the master, the worker and tests can
+// all use it.
 //
 // # Descriptor ownership
 //

@@ -4,15 +4,12 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
-	"errors"
 	"fmt"
-	"io"
-	"io/fs"
 	"net"
-	"os"
 	"strings"
 	"sync/atomic"
-	"syscall"
+
+	"paddock/internal/regfile"
 )
 
 // MaxKeyPairFileSize bounds certfile and keyfile: a chain or a key is a
@@ -84,49 +81,11 @@ func leafParses(data []byte) bool {
 	return false
 }
 
-// readRegularFile reads name if it is a regular file of at most
-// MaxKeyPairFileSize bytes. It opens with O_NONBLOCK so that a FIFO does
-// not block the open, and refuses it after the Stat. (pipeline has the
-// same for config files; listener imports nothing of paddock's.)
+// readRegularFile reads a certificate or key file: a regular file of at
+// most MaxKeyPairFileSize bytes, never blocking on a FIFO (package
+// regfile).
 func readRegularFile(name string) ([]byte, error) {
-	f, err := os.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	switch {
-	case fi.IsDir():
-		return nil, &fs.PathError{Op: "read", Path: name, Err: errors.New("is a directory")}
-	case !fi.Mode().IsRegular():
-		return nil, &fs.PathError{Op: "read", Path: name, Err: fmt.Errorf("not a regular file (%s)", fileKind(fi.Mode()))}
-	case fi.Size() > MaxKeyPairFileSize:
-		return nil, &fs.PathError{Op: "read", Path: name, Err: fmt.Errorf("larger than %d bytes", MaxKeyPairFileSize)}
-	}
-	data, err := io.ReadAll(io.LimitReader(f, MaxKeyPairFileSize+1))
-	if err != nil {
-		return nil, &fs.PathError{Op: "read", Path: name, Err: err}
-	}
-	if len(data) > MaxKeyPairFileSize { // grew since the Stat
-		return nil, &fs.PathError{Op: "read", Path: name, Err: fmt.Errorf("larger than %d bytes", MaxKeyPairFileSize)}
-	}
-	return data, nil
-}
-
-// fileKind names a non-regular file's type for errors.
-func fileKind(m fs.FileMode) string {
-	switch {
-	case m&fs.ModeNamedPipe != 0:
-		return "a FIFO"
-	case m&fs.ModeSocket != 0:
-		return "a socket"
-	case m&fs.ModeDevice != 0:
-		return "a device"
-	}
-	return "mode " + m.String()
+	return regfile.Read(name, MaxKeyPairFileSize)
 }
 
 // KeyPairError is a file of the pair that cannot be read: File is

@@ -9,10 +9,11 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
+
+	"paddock/internal/regfile"
 
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/crypto/bcrypt"
@@ -144,17 +145,7 @@ func readHtpasswd(c *Config, path string) (map[string]*htUser, error) {
 		}
 		return &Error{Pos: Pos{File: path, Line: line}, Section: c.Section, Class: "ValueError", Msg: msg, Err: err}
 	}
-	fi, err := os.Stat(path)
-	if err != nil {
-		return nil, catErr(c, "htpasswd", "OSError", err, "htpasswd: cannot read the file")
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, c.Errorf("htpasswd", "htpasswd: %s is not a regular file", path)
-	}
-	if fi.Size() > htpasswdMaxBytes {
-		return nil, c.Errorf("htpasswd", "htpasswd: %s is larger than %d bytes", path, htpasswdMaxBytes)
-	}
-	data, err := os.ReadFile(path)
+	data, err := regfile.Read(path, htpasswdMaxBytes)
 	if err != nil {
 		return nil, catErr(c, "htpasswd", "OSError", err, "htpasswd: cannot read the file")
 	}

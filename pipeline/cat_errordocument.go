@@ -6,11 +6,12 @@ import (
 	"mime"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+
+	"paddock/internal/regfile"
 )
 
 // errordocumentFactory replaces the body of error responses with static
@@ -74,24 +75,9 @@ func readErrorPage(c *Config, key, file, ctOverride string) (*errorPage, error) 
 	if err != nil {
 		return nil, catErr(c, key, "ValueError", err, "%s: %q", key, file)
 	}
-	f, err := os.Open(path)
+	body, err := regfile.Read(path, errorPageMaxBytes)
 	if err != nil {
 		return nil, catErr(c, key, "OSError", err, "%s: cannot read the page (a file path; Paste's URLs inside the app are not supported)", key)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, catErr(c, key, "OSError", err, "%s: cannot read the page", key)
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, c.Errorf(key, "%s: %s is not a regular file", key, path)
-	}
-	body, err := io.ReadAll(io.LimitReader(f, errorPageMaxBytes+1))
-	if err != nil {
-		return nil, catErr(c, key, "OSError", err, "%s: cannot read the page", key)
-	}
-	if len(body) > errorPageMaxBytes {
-		return nil, c.Errorf(key, "%s: %s is larger than %d bytes", key, path, errorPageMaxBytes)
 	}
 	ct := ctOverride
 	if ct == "" {

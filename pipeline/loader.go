@@ -3,14 +3,13 @@ package pipeline
 import (
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"net/url"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
+
+	"paddock/internal/regfile"
 )
 
 // This file is a port of PasteDeploy 3.0.1's paste/deploy/loadwsgi.py: the
@@ -315,52 +314,14 @@ func (st *loadState) markRead(name string) {
 	st.read[name] = true
 }
 
-var errIsDir = errors.New("is a directory")
+// errIsDir is the error of a config path that is a directory.
+var errIsDir = regfile.ErrIsDir
 
 // ReadRegularFile reads a config file and refuses anything but a regular
-// file (or one over 16 MiB), checked on the open descriptor: opening a FIFO for reading blocks
-// until a writer comes, so a FIFO put at the config path would hang the
-// master's reload (O_NONBLOCK makes that open return at once), and a
-// device may never end.
+// file (or one over 16 MiB), without blocking on a FIFO put at the path
+// (package regfile).
 func ReadRegularFile(name string) ([]byte, error) {
-	f, err := os.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	switch {
-	case fi.IsDir():
-		return nil, &fs.PathError{Op: "open", Path: name, Err: errIsDir}
-	case !fi.Mode().IsRegular():
-		return nil, &fs.PathError{Op: "open", Path: name, Err: fmt.Errorf("not a regular file (%s)", fileKind(fi.Mode()))}
-	case fi.Size() > maxFileBytes:
-		return nil, &fs.PathError{Op: "open", Path: name, Err: errors.New("file too large")}
-	}
-	data, err := io.ReadAll(io.LimitReader(f, maxFileBytes+1))
-	if err != nil {
-		return nil, &fs.PathError{Op: "read", Path: name, Err: err}
-	}
-	if len(data) > maxFileBytes { // grew since the Stat
-		return nil, &fs.PathError{Op: "open", Path: name, Err: errors.New("file too large")}
-	}
-	return data, nil
-}
-
-// fileKind names a non-regular file's type for errors.
-func fileKind(m fs.FileMode) string {
-	switch {
-	case m&fs.ModeNamedPipe != 0:
-		return "a FIFO"
-	case m&fs.ModeSocket != 0:
-		return "a socket"
-	case m&fs.ModeDevice != 0:
-		return "a device"
-	}
-	return "mode " + m.String()
+	return regfile.Read(name, maxFileBytes)
 }
 
 func osErrorClass(err error) string {

@@ -6,15 +6,14 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"maps"
-	"os"
 	"path/filepath"
 	"slices"
 	"sync"
-	"syscall"
 	"time"
+
+	"paddock/internal/regfile"
 
 	"github.com/fsnotify/fsnotify"
 	"github.com/hashicorp/go-hclog"
@@ -33,6 +32,10 @@ const Debounce = 50 * time.Millisecond
 // in pieces) is never reported half-written. Debounce + Settle (75 ms)
 // keeps "saved -> serving the new config" under 100 ms.
 const Settle = 25 * time.Millisecond
+
+// MaxFileSize bounds a watched file read: the loader refuses config files
+// over 16 MiB, and TLS files and htpasswd are smaller still.
+const MaxFileSize = 16 << 20
 
 // Watcher reports content changes of a set of files; see the package doc.
 type Watcher struct {
@@ -333,23 +336,10 @@ func (w *Watcher) commit(r reading) bool {
 	return changed
 }
 
-// readRegular reads a watched file, refusing anything but a regular file:
-// opening a FIFO put at a config path would block the watcher until a
-// writer comes (O_NONBLOCK makes that open return at once), and a device
-// may never end.
+// readRegular reads a watched file, refusing anything but a regular file
+// (package regfile: opening a FIFO put at a config path would block the
+// watcher until a writer came, and a device may never end), with what
+// fstat said of it.
 func readRegular(name string) ([]byte, fs.FileInfo, error) {
-	f, err := os.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, nil, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, nil, &fs.PathError{Op: "read", Path: name, Err: fmt.Errorf("not a regular file (mode %v)", fi.Mode())}
-	}
-	data, err := io.ReadAll(f)
-	return data, fi, err
+	return regfile.ReadInfo(name, MaxFileSize)
 }
