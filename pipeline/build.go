@@ -63,10 +63,25 @@ type Pipeline struct {
 	Contents map[string][]byte
 
 	closers  []io.Closer
+	starters []func()      // Config.OnStart work, run by Start
 	statuses []StatusEntry // Config.AddStatus reports (status.go)
 	// Watch are files factories read as configuration (Config.WatchFile),
 	// beyond Files: a server reloads when they change.
 	Watch []string
+}
+
+// Start runs what the pipeline's factories registered to run once it
+// serves (Config.OnStart: health probes, background maintenance), once.
+// A process calls it when it installs the pipeline; one that only
+// validates (a reload's check in the master, paddock check) never does.
+func (p *Pipeline) Start() {
+	if p == nil {
+		return
+	}
+	for _, fn := range p.starters {
+		fn()
+	}
+	p.starters = nil
 }
 
 // Close releases the resources the pipeline's factories registered, in
@@ -370,6 +385,7 @@ func (w *realWorld) config(inv *invocation, spec string) *Config {
 		optPos:   optPos,
 		keys:     append([]string(nil), inv.local.keys...),
 		closers:  &w.p.closers,
+		starters: &w.p.starters,
 		statuses: &w.p.statuses,
 		watch:    &w.p.Watch,
 		metrics:  w.metrics,

@@ -44,6 +44,7 @@ func mustApp(t testing.TB, f Factory, c *Config) http.Handler {
 		t.Fatalf("build app %v: %v", c.Local, err)
 	}
 	t.Cleanup(func() { closeAll(c) })
+	c.Start() // as a worker installing the pipeline does
 	return h
 }
 

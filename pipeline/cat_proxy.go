@@ -298,14 +298,24 @@ func newProxyApp(c *Config) (http.Handler, error) {
 		BufferPool:   proxyBufferPool{},
 	}
 
+	// maintain (idle reaping, health probes) runs once the pipeline
+	// serves, never while it is only built: a reload's validation and
+	// paddock check send nothing to the upstreams. Exactly one of start
+	// and the closer's startOnce.Do runs, so done is closed either way.
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { // owned by the closer below
-		defer close(done)
-		p.maintain(ctx)
-	}()
+	var startOnce sync.Once
+	c.OnStart(func() {
+		startOnce.Do(func() {
+			go func() { // owned by the closer below
+				defer close(done)
+				p.maintain(ctx)
+			}()
+		})
+	})
 	c.AddCloser(catCloserFunc(func() error {
 		cancel()
+		startOnce.Do(func() { close(done) })
 		<-done
 		for _, up := range p.ups {
 			if up.h1 != nil {

@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -1059,6 +1061,7 @@ func TestCatProxyCloser(t *testing.T) {
 	if len(*c.closers) != 1 || len(*c.statuses) != 1 || (*c.statuses)[0].Name != "upstreams" || (*c.statuses)[0].Section != "test" {
 		t.Fatalf("%d closers, statuses %+v; want one each", len(*c.closers), *c.statuses)
 	}
+	c.Start()
 	serve(h, httptest.NewRequest("GET", "/", nil))
 	serve(h, httptest.NewRequest("POST", "/", strings.NewReader("x")))
 	proxyWait(t, "the first probe", func() bool { return upstreamStatus(h.(*proxyApp), up.URL).Check == "passing" })
@@ -1119,5 +1122,53 @@ func BenchmarkCatProxy(b *testing.B) {
 		if w.status != 0 && w.status != 200 {
 			b.Fatalf("status %d", w.status)
 		}
+	}
+}
+
+// Building a proxy starts nothing: no health probe reaches an upstream
+// until the pipeline is started, as a worker does when it installs it. A
+// reload's validation in the master and paddock check build pipelines
+// they never start, and must send nothing.
+func TestCatProxyProbesOnlyOnceStarted(t *testing.T) {
+	var probes atomic.Int64
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/healthz" {
+			probes.Add(1)
+		}
+	}))
+	t.Cleanup(up.Close)
+	cfg := filepath.Join(t.TempDir(), "paste.ini")
+	config := "[app:main]\nuse = egg:paddock#proxy\nupstreams = " + up.URL + "\nhealth_path = /healthz\nhealth_interval = 0.02\n"
+	if err := os.WriteFile(cfg, []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Check(LoadOptions{Path: cfg}); err != nil {
+		t.Fatal(err)
+	}
+	p, err := Load(LoadOptions{Path: cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // ten health intervals
+	if n := probes.Load(); n != 0 {
+		t.Fatalf("%d health probes before the pipeline was started", n)
+	}
+	p.Start()
+	proxyWait(t, "a health probe once started", func() bool { return probes.Load() > 0 })
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	n := probes.Load()
+	time.Sleep(100 * time.Millisecond)
+	if probes.Load() != n {
+		t.Error("health probes go on after Close")
+	}
+	// A pipeline closed without being started closes cleanly too.
+	p2, err := Load(LoadOptions{Path: cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p2.Close(); err != nil {
+		t.Fatal(err)
 	}
 }

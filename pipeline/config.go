@@ -52,6 +52,8 @@ type Config struct {
 	keys    []string // local keys in file order
 	used    map[string]bool
 	closers *[]io.Closer
+	// starters collects OnStart work.
+	starters *[]func()
 	// statuses collects AddStatus reports (status.go).
 	statuses *[]StatusEntry
 	// watch collects WatchFile paths.
@@ -69,7 +71,7 @@ func NewConfig(local map[string]string) *Config {
 	if local == nil {
 		local = map[string]string{}
 	}
-	return &Config{Local: local, Global: map[string]string{}, Logger: hclog.NewNullLogger(), closers: new([]io.Closer)}
+	return &Config{Local: local, Global: map[string]string{}, Logger: hclog.NewNullLogger(), closers: new([]io.Closer), starters: new([]func())}
 }
 
 // Lookup returns the value of key (local first, then global) and whether it
@@ -255,6 +257,31 @@ func (c *Config) Close() error {
 	}
 	*c.closers = nil
 	return errors.Join(errs...)
+}
+
+// OnStart registers work to run once the pipeline built from this
+// configuration serves (Pipeline.Start): background goroutines, tickers,
+// health probes. A factory starts nothing while it builds: the master's
+// validation of a reload and `paddock check` build pipelines they never
+// serve, and must not send a request anywhere. What start starts, a
+// closer (AddCloser) stops; Close may come without Start.
+func (c *Config) OnStart(fn func()) {
+	if c.starters == nil {
+		c.starters = new([]func())
+	}
+	*c.starters = append(*c.starters, fn)
+}
+
+// Start runs what the factories registered with OnStart, once. Workers
+// call Pipeline.Start; tests building handlers directly call this.
+func (c *Config) Start() {
+	if c.starters == nil {
+		return
+	}
+	for _, fn := range *c.starters {
+		fn()
+	}
+	*c.starters = nil
 }
 
 // AddCloser registers a resource to close when the pipeline built from

@@ -67,8 +67,10 @@ type AppLoader interface {
 
 // Factory constructs one kind of object from its configuration. Exactly the
 // function matching Kind is set. Factories construct; they never start
-// goroutines or open sockets. Anything holding resources is registered with
-// Config.AddCloser and is closed when the pipeline is retired.
+// goroutines or open sockets. Background work is registered with
+// Config.OnStart and runs once the pipeline serves (Pipeline.Start);
+// anything holding resources is registered with Config.AddCloser and is
+// closed when the pipeline is retired.
 type Factory struct {
 	Kind      Kind
 	App       func(c *Config) (http.Handler, error)

@@ -298,6 +298,7 @@ func RunWorker(ctx context.Context, opts ChildOptions) int {
 	}
 	swap = newSwapHandler(newHandlerGen(env.generation, p.Handler, p, onClose))
 	defer swap.Close()
+	p.Start() // installed: its background work (health probes) begins
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -628,6 +629,7 @@ func (r *reloader) reload(m Message) error {
 		}
 		r.certs.Store(cert)
 	}
+	p.Start() // installed below: its background work (health probes) begins
 	old := r.swap.Swap(newHandlerGen(m.Generation, p.Handler, p, r.onClose))
 	log.Info("reloaded in place", "previous", old.gen, "load_time", time.Since(start).Round(time.Millisecond).String())
 	return nil

@@ -113,6 +113,7 @@ func Serve(ctx context.Context, opts Options) error {
 		return err
 	}
 	defer p.Close()
+	p.Start()
 	LogWarnings(mlog, p.Warnings)
 	access, err := openAccessLog(s, opts.LogJSON, opts.Stdout, serverVars(appName, 0, nil), mlog)
 	if err != nil {

@@ -83,6 +83,7 @@ func serve(config, bind string, log hclog.Logger) error {
 		return fmt.Errorf("load %s: %w", config, err)
 	}
 	defer p.Close()
+	p.Start() // background work of the factories (a proxy's health probes)
 	srv := &http.Server{Addr: bind, Handler: p.Handler, ReadHeaderTimeout: 10 * time.Second}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
