@@ -2,13 +2,11 @@ package main
 
 import (
 	"bytes"
-	"encoding/json"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"maps"
-	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -63,9 +61,9 @@ func ctlCommand() *cli.Command {
 				},
 				Subcommands: []*cli.Command{
 					ctlLeaf("list", "list the workers", "", 0, nil, ctlWorkersList),
-					ctlLeaf("add", "start N more workers (default 1)", "[N]", 1, nil, ctlWorkersChange(http.MethodPost, "/v1/workers/add", true)),
-					ctlLeaf("remove", "stop the N oldest workers gracefully (default 1; never below 1)", "[N]", 1, nil, ctlWorkersChange(http.MethodPost, "/v1/workers/remove", true)),
-					ctlLeaf("set", "keep N workers", "N", 1, nil, ctlWorkersChange(http.MethodPut, "/v1/workers/target", false)),
+					ctlLeaf("add", "start N more workers (default 1)", "[N]", 1, nil, ctlWorkersChange((*control.Client).AddWorkers, true)),
+					ctlLeaf("remove", "stop the N oldest workers gracefully (default 1; never below 1)", "[N]", 1, nil, ctlWorkersChange((*control.Client).RemoveWorkers, true)),
+					ctlLeaf("set", "keep N workers", "N", 1, nil, ctlWorkersChange((*control.Client).SetTarget, false)),
 					ctlLeaf("kill", "stop the worker PID gracefully (--force: SIGKILL); the master replaces it", "PID [--force]", 1,
 						[]cli.Flag{&cli.BoolFlag{Name: "force", Aliases: []string{"f"}, Usage: "SIGKILL instead of a graceful stop"}}, ctlWorkersKill),
 				},
@@ -196,6 +194,16 @@ func runCtl(c *cli.Context, maxArgs int, flags []cli.Flag, fn func(*ctlRun) erro
 		return cli.Exit(fmt.Sprintf("paddock ctl: --timeout %s: want a positive duration", timeout), exitUsage)
 	}
 	r.client = &control.Client{Path: path, How: how, Timeout: timeout}
+	if r.json {
+		// --json prints every answer as it came, an error answer's too;
+		// the commands below then print nothing of their own.
+		r.client.OnAnswer = func(b []byte) {
+			r.out.Write(b)
+			if len(b) > 0 && b[len(b)-1] != '\n' {
+				fmt.Fprintln(r.out)
+			}
+		}
+	}
 	defer r.client.CloseIdleConnections()
 	return ctlError(fn(r))
 }
@@ -264,34 +272,17 @@ func formatProblem(p control.ConfigProblem) string {
 	return b.String()
 }
 
-// call sends the request; with --json it prints the body as it came (an
-// error answer's too) and returns nil data, else it decodes the body into
-// out.
-func (r *ctlRun) call(method, path string, body, out any) (printed bool, err error) {
-	b, err := r.client.Raw(r.c.Context, method, path, body)
-	if r.json && b != nil {
-		r.out.Write(b)
-		if len(b) > 0 && b[len(b)-1] != '\n' {
-			fmt.Fprintln(r.out)
-		}
-		return true, err
-	}
-	if err != nil || out == nil {
-		return false, err
-	}
-	if err := json.Unmarshal(b, out); err != nil {
-		return false, fmt.Errorf("%s %s: decode the answer: %w", method, path, err)
-	}
-	return false, nil
-}
+// done reports whether a command has nothing more to print: it failed,
+// or --json printed the answer.
+func (r *ctlRun) done(err error) bool { return err != nil || r.json }
 
 func (r *ctlRun) table() *tabwriter.Writer {
 	return tabwriter.NewWriter(r.out, 0, 0, 2, ' ', 0)
 }
 
 func ctlStatus(r *ctlRun) error {
-	var st control.Status
-	if printed, err := r.call(http.MethodGet, "/v1/status", nil, &st); printed || err != nil {
+	st, err := r.client.Status(r.c.Context)
+	if r.done(err) {
 		return err
 	}
 	tw := r.table()
@@ -363,14 +354,14 @@ func bytesText(n int64) string {
 }
 
 func ctlWorkersList(r *ctlRun) error {
-	var resp control.WorkersResponse
-	if printed, err := r.call(http.MethodGet, "/v1/workers", nil, &resp); printed || err != nil {
+	workers, err := r.client.Workers(r.c.Context)
+	if r.done(err) {
 		return err
 	}
 	tw := r.table()
 	fmt.Fprintln(tw, "ID\tPID\tGEN\tSTATE\tAGE\tREQUESTS\tIN-FLIGHT\tRSS\tHEARTBEAT")
 	now := time.Now()
-	for _, w := range resp.Workers {
+	for _, w := range workers {
 		fmt.Fprintf(tw, "%d\t%d\t%d\t%s\t%s\t%d\t%d\t%s\t%s ago\n", w.ID, w.Pid, w.Generation, w.State,
 			seconds(now.Sub(w.StartedAt).Seconds()), w.Requests, w.InFlight, bytesText(w.RSSBytes), seconds(w.LastHeartbeatS))
 	}
@@ -378,8 +369,8 @@ func ctlWorkersList(r *ctlRun) error {
 }
 
 // ctlWorkersChange is add, remove (N optional, default 1) and set (N
-// required).
-func ctlWorkersChange(method, path string, optional bool) func(*ctlRun) error {
+// required): change is the client's method.
+func ctlWorkersChange(change func(*control.Client, context.Context, int) (int, int, error), optional bool) func(*ctlRun) error {
 	return func(r *ctlRun) error {
 		n := 1
 		switch {
@@ -392,11 +383,11 @@ func ctlWorkersChange(method, path string, optional bool) func(*ctlRun) error {
 		case !optional:
 			return &usageError{fmt.Sprintf("workers %s: need N", r.c.Command.Name)}
 		}
-		var ch control.WorkerChange
-		if printed, err := r.call(method, path, control.CountRequest{Count: &n}, &ch); printed || err != nil {
+		previous, target, err := change(r.client, r.c.Context, n)
+		if r.done(err) {
 			return err
 		}
-		fmt.Fprintf(r.out, "workers: target %d -> %d\n", ch.Previous, ch.Target)
+		fmt.Fprintf(r.out, "workers: target %d -> %d\n", previous, target)
 		return nil
 	}
 }
@@ -410,25 +401,20 @@ func ctlWorkersKill(r *ctlRun) error {
 		return &usageError{fmt.Sprintf("workers kill: PID must be a positive integer, not %q", r.args[0])}
 	}
 	force := r.trailing["force"] || r.c.Bool("force")
-	path := "/v1/workers/" + strconv.Itoa(pid)
-	if force {
-		path += "?force=1"
-	}
-	var res control.KillResult
-	if printed, err := r.call(http.MethodDelete, path, nil, &res); printed || err != nil {
+	if err := r.client.KillWorker(r.c.Context, pid, force); r.done(err) {
 		return err
 	}
 	if force {
-		fmt.Fprintf(r.out, "worker %d: killed (SIG%s); the master replaces it\n", res.Pid, res.Signal)
+		fmt.Fprintf(r.out, "worker %d: killed (SIGKILL); the master replaces it\n", pid)
 	} else {
-		fmt.Fprintf(r.out, "worker %d: stopping gracefully (SIG%s); the master replaces it\n", res.Pid, res.Signal)
+		fmt.Fprintf(r.out, "worker %d: stopping gracefully (SIGTERM); the master replaces it\n", pid)
 	}
 	return nil
 }
 
 func ctlReload(r *ctlRun) error {
-	var res control.ReloadResult
-	if printed, err := r.call(http.MethodPost, "/v1/reload", nil, &res); printed || err != nil {
+	res, err := r.client.Reload(r.c.Context)
+	if r.done(err) {
 		return err
 	}
 	changed := "nothing"
@@ -440,8 +426,8 @@ func ctlReload(r *ctlRun) error {
 }
 
 func ctlUpgrade(r *ctlRun) error {
-	var res control.UpgradeResult
-	if printed, err := r.call(http.MethodPost, "/v1/upgrade", nil, &res); printed || err != nil {
+	res, err := r.client.Upgrade(r.c.Context)
+	if r.done(err) {
 		return err
 	}
 	fmt.Fprintf(r.out, "upgraded: pid %d (%s) -> pid %d (%s)\n", res.OldPid, res.OldVersion, res.NewPid, res.NewVersion)
@@ -449,38 +435,38 @@ func ctlUpgrade(r *ctlRun) error {
 }
 
 func ctlStop(r *ctlRun) error {
-	req := control.StopRequest{Mode: control.StopGraceful}
-	if r.c.Bool("now") {
-		req.Mode = control.StopImmediate
-	}
+	graceful, grace := !r.c.Bool("now"), time.Duration(0)
 	if g := r.c.Duration("grace"); r.c.IsSet("grace") {
 		if g <= 0 {
 			return &usageError{fmt.Sprintf("stop: --grace %s: want a positive duration", g)}
 		}
-		if req.Mode == control.StopImmediate {
+		if !graceful {
 			return &usageError{"stop: --grace is for a graceful stop, not with --now"}
 		}
-		req.GraceS = g.Seconds()
+		grace = g
 	}
-	var res control.StopResult
-	if printed, err := r.call(http.MethodPost, "/v1/stop", req, &res); printed || err != nil {
+	if err := r.client.Stop(r.c.Context, graceful, grace); r.done(err) {
 		return err
 	}
-	fmt.Fprintf(r.out, "master %s (%s)\n", res.State, res.Mode)
+	mode := control.StopGraceful
+	if !graceful {
+		mode = control.StopImmediate
+	}
+	fmt.Fprintf(r.out, "master stopping (%s)\n", mode)
 	return nil
 }
 
 func ctlConfigShow(r *ctlRun) error {
 	if r.c.Bool("raw") || r.trailing["raw"] || lineageBool(r.c, "raw") {
-		b, err := r.client.Raw(r.c.Context, http.MethodGet, "/v1/config?format=ini", nil)
-		if err != nil {
+		b, err := r.client.ConfigFile(r.c.Context)
+		if r.done(err) {
 			return err
 		}
 		_, err = r.out.Write(b)
 		return err
 	}
-	var view control.ConfigView
-	if printed, err := r.call(http.MethodGet, "/v1/config", nil, &view); printed || err != nil {
+	view, err := r.client.Config(r.c.Context)
+	if r.done(err) {
 		return err
 	}
 	fmt.Fprintf(r.out, "config: %s\n", view.Path)
@@ -514,8 +500,8 @@ func ctlConfigCheck(r *ctlRun) error {
 	if err != nil {
 		return &usageError{fmt.Sprintf("config check: %q: %v", r.args[0], err)}
 	}
-	var res control.CheckResult
-	if printed, err := r.call(http.MethodPost, "/v1/config/check", control.CheckRequest{Path: path}, &res); printed || err != nil {
+	res, err := r.client.CheckConfig(r.c.Context, path)
+	if r.done(err) {
 		return err
 	}
 	for _, w := range res.Warnings {
@@ -537,11 +523,8 @@ func ctlPipeline(r *ctlRun) error {
 	default:
 		return &usageError{fmt.Sprintf("pipeline: --format %q: want text, json or dot", format)}
 	}
-	b, err := r.client.Raw(r.c.Context, http.MethodGet, "/v1/pipeline?format="+url.QueryEscape(format), nil)
-	if err != nil {
-		if r.json && b != nil {
-			r.out.Write(b)
-		}
+	b, err := r.client.Pipeline(r.c.Context, format)
+	if r.done(err) {
 		return err
 	}
 	_, err = r.out.Write(b)
@@ -552,7 +535,7 @@ func ctlPipeline(r *ctlRun) error {
 }
 
 func ctlReopen(r *ctlRun) error {
-	if printed, err := r.call(http.MethodPost, "/v1/logs/reopen", nil, nil); printed || err != nil {
+	if err := r.client.ReopenLogs(r.c.Context); r.done(err) {
 		return err
 	}
 	fmt.Fprintln(r.out, "logs reopened")
@@ -560,21 +543,21 @@ func ctlReopen(r *ctlRun) error {
 }
 
 func ctlListeners(r *ctlRun) error {
-	var resp control.ListenersResponse
-	if printed, err := r.call(http.MethodGet, "/v1/listeners", nil, &resp); printed || err != nil {
+	listeners, err := r.client.Listeners(r.c.Context)
+	if r.done(err) {
 		return err
 	}
 	tw := r.table()
 	fmt.Fprintln(tw, "BIND\tNETWORK\tADDR\tTLS")
-	for _, l := range resp.Listeners {
+	for _, l := range listeners {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\n", l.Bind, l.Network, l.Addr, l.TLS)
 	}
 	return tw.Flush()
 }
 
 func ctlUpstreams(r *ctlRun) error {
-	var resp control.UpstreamsResponse
-	if printed, err := r.call(http.MethodGet, "/v1/upstreams", nil, &resp); printed || err != nil {
+	resp, err := r.client.Upstreams(r.c.Context)
+	if r.done(err) {
 		return err
 	}
 	if len(resp.Proxies) == 0 {

@@ -36,6 +36,10 @@ type Client struct {
 	How string
 	// Timeout bounds each request; zero means DefaultClientTimeout.
 	Timeout time.Duration
+	// OnAnswer, when set, gets the body of every answer as it came, an
+	// error answer's too, before it is decoded: paddock ctl --json
+	// prints it.
+	OnAnswer func(body []byte)
 
 	once sync.Once
 	hc   *http.Client
@@ -152,6 +156,9 @@ func (c *Client) roundTrip(ctx context.Context, method, path string, body any) (
 	if err != nil {
 		return nil, resp.StatusCode, fmt.Errorf("control: %s %s: read answer: %w", method, path, err)
 	}
+	if c.OnAnswer != nil {
+		c.OnAnswer(b)
+	}
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
 		return b, resp.StatusCode, nil
 	}
@@ -166,55 +173,65 @@ func (c *Client) roundTrip(ctx context.Context, method, path string, body any) (
 	return b, resp.StatusCode, ae
 }
 
+// route sends a request for route (its wildcard set to value, then
+// query appended) and decodes a 2xx answer into out (when non-nil).
+func (c *Client) route(ctx context.Context, r Route, value, query string, body, out any) error {
+	path := r.path(value)
+	if query != "" {
+		path += "?" + query
+	}
+	return c.Do(ctx, r.Method, path, body, out)
+}
+
 // Status is GET /v1/status.
 func (c *Client) Status(ctx context.Context) (Status, error) {
 	var st Status
-	err := c.Do(ctx, http.MethodGet, "/v1/status", nil, &st)
+	err := c.route(ctx, RouteStatus, "", "", nil, &st)
 	return st, err
 }
 
 // Workers is GET /v1/workers.
 func (c *Client) Workers(ctx context.Context) ([]Worker, error) {
 	var res WorkersResponse
-	err := c.Do(ctx, http.MethodGet, "/v1/workers", nil, &res)
+	err := c.route(ctx, RouteWorkers, "", "", nil, &res)
 	return res.Workers, err
 }
 
-func (c *Client) change(ctx context.Context, method, path string, n int) (int, int, error) {
+func (c *Client) change(ctx context.Context, r Route, n int) (int, int, error) {
 	var res WorkerChange
-	err := c.Do(ctx, method, path, CountRequest{Count: &n}, &res)
+	err := c.route(ctx, r, "", "", CountRequest{Count: &n}, &res)
 	return res.Previous, res.Target, err
 }
 
 // AddWorkers is POST /v1/workers/add.
 func (c *Client) AddWorkers(ctx context.Context, n int) (previous, target int, err error) {
-	return c.change(ctx, http.MethodPost, "/v1/workers/add", n)
+	return c.change(ctx, RouteWorkersAdd, n)
 }
 
 // RemoveWorkers is POST /v1/workers/remove.
 func (c *Client) RemoveWorkers(ctx context.Context, n int) (previous, target int, err error) {
-	return c.change(ctx, http.MethodPost, "/v1/workers/remove", n)
+	return c.change(ctx, RouteWorkersRemove, n)
 }
 
 // SetTarget is PUT /v1/workers/target.
 func (c *Client) SetTarget(ctx context.Context, n int) (previous, target int, err error) {
-	return c.change(ctx, http.MethodPut, "/v1/workers/target", n)
+	return c.change(ctx, RouteWorkersTarget, n)
 }
 
 // KillWorker is DELETE /v1/workers/{pid}[?force=1].
 func (c *Client) KillWorker(ctx context.Context, pid int, force bool) error {
-	path := "/v1/workers/" + strconv.Itoa(pid)
+	query := ""
 	if force {
-		path += "?force=1"
+		query = "force=1"
 	}
-	return c.Do(ctx, http.MethodDelete, path, nil, nil)
+	return c.route(ctx, RouteWorkerKill, strconv.Itoa(pid), query, nil, nil)
 }
 
 // Reload is POST /v1/reload; a config that does not load is an
 // *APIError wrapping a *ConfigError.
 func (c *Client) Reload(ctx context.Context) (ReloadResult, error) {
 	var res ReloadResult
-	err := c.Do(ctx, http.MethodPost, "/v1/reload", nil, &res)
+	err := c.route(ctx, RouteReload, "", "", nil, &res)
 	return res, err
 }
 
@@ -226,14 +243,14 @@ func (c *Client) CheckConfig(ctx context.Context, path string) (CheckResult, err
 	if path != "" {
 		body = CheckRequest{Path: path}
 	}
-	err := c.Do(ctx, http.MethodPost, "/v1/config/check", body, &res)
+	err := c.route(ctx, RouteConfigCheck, "", "", body, &res)
 	return res, err
 }
 
 // Upgrade is POST /v1/upgrade.
 func (c *Client) Upgrade(ctx context.Context) (UpgradeResult, error) {
 	var res UpgradeResult
-	err := c.Do(ctx, http.MethodPost, "/v1/upgrade", nil, &res)
+	err := c.route(ctx, RouteUpgrade, "", "", nil, &res)
 	return res, err
 }
 
@@ -243,19 +260,19 @@ func (c *Client) Stop(ctx context.Context, graceful bool, grace time.Duration) e
 	if graceful {
 		req = StopRequest{Mode: StopGraceful, GraceS: grace.Seconds()}
 	}
-	return c.Do(ctx, http.MethodPost, "/v1/stop", req, nil)
+	return c.route(ctx, RouteStop, "", "", req, nil)
 }
 
 // Config is GET /v1/config.
 func (c *Client) Config(ctx context.Context) (ConfigView, error) {
 	var v ConfigView
-	err := c.Do(ctx, http.MethodGet, "/v1/config", nil, &v)
+	err := c.route(ctx, RouteConfig, "", "", nil, &v)
 	return v, err
 }
 
-// body GETs path and returns the body of a 2xx answer.
-func (c *Client) body(ctx context.Context, path string) ([]byte, error) {
-	b, err := c.Raw(ctx, http.MethodGet, path, nil)
+// body GETs route with query and returns the body of a 2xx answer.
+func (c *Client) body(ctx context.Context, r Route, query string) ([]byte, error) {
+	b, err := c.Raw(ctx, r.Method, r.path("")+"?"+query, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -264,29 +281,29 @@ func (c *Client) body(ctx context.Context, path string) ([]byte, error) {
 
 // ConfigFile is GET /v1/config?format=ini.
 func (c *Client) ConfigFile(ctx context.Context) ([]byte, error) {
-	return c.body(ctx, "/v1/config?format=ini")
+	return c.body(ctx, RouteConfig, "format=ini")
 }
 
 // Pipeline is GET /v1/pipeline?format=F (json, text or dot).
 func (c *Client) Pipeline(ctx context.Context, format string) ([]byte, error) {
-	return c.body(ctx, "/v1/pipeline?format="+url.QueryEscape(format))
+	return c.body(ctx, RoutePipeline, "format="+url.QueryEscape(format))
 }
 
 // ReopenLogs is POST /v1/logs/reopen.
 func (c *Client) ReopenLogs(ctx context.Context) error {
-	return c.Do(ctx, http.MethodPost, "/v1/logs/reopen", nil, nil)
+	return c.route(ctx, RouteLogsReopen, "", "", nil, nil)
 }
 
 // Listeners is GET /v1/listeners.
 func (c *Client) Listeners(ctx context.Context) ([]Listener, error) {
 	var res ListenersResponse
-	err := c.Do(ctx, http.MethodGet, "/v1/listeners", nil, &res)
+	err := c.route(ctx, RouteListeners, "", "", nil, &res)
 	return res.Listeners, err
 }
 
 // Upstreams is GET /v1/upstreams.
 func (c *Client) Upstreams(ctx context.Context) (UpstreamsResponse, error) {
 	var res UpstreamsResponse
-	err := c.Do(ctx, http.MethodGet, "/v1/upstreams", nil, &res)
+	err := c.route(ctx, RouteUpstreams, "", "", nil, &res)
 	return res, err
 }

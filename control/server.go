@@ -154,24 +154,24 @@ func (h apiHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) routes() {
-	for pattern, h := range map[string]apiHandler{
-		"GET /v1/status":           s.handleStatus,
-		"GET /v1/workers":          s.handleWorkers,
-		"POST /v1/workers/add":     s.handleAdd,
-		"POST /v1/workers/remove":  s.handleRemove,
-		"PUT /v1/workers/target":   s.handleTarget,
-		"DELETE /v1/workers/{pid}": s.handleKill,
-		"POST /v1/reload":          s.handleReload,
-		"POST /v1/config/check":    s.handleCheck,
-		"POST /v1/upgrade":         s.handleUpgrade,
-		"POST /v1/stop":            s.handleStop,
-		"GET /v1/config":           s.handleConfig,
-		"GET /v1/pipeline":         s.handlePipeline,
-		"POST /v1/logs/reopen":     s.handleReopen,
-		"GET /v1/listeners":        s.handleListeners,
-		"GET /v1/upstreams":        s.handleUpstreams,
+	for route, h := range map[Route]apiHandler{
+		RouteStatus:        s.handleStatus,
+		RouteWorkers:       s.handleWorkers,
+		RouteWorkersAdd:    s.handleAdd,
+		RouteWorkersRemove: s.handleRemove,
+		RouteWorkersTarget: s.handleTarget,
+		RouteWorkerKill:    s.handleKill,
+		RouteReload:        s.handleReload,
+		RouteConfigCheck:   s.handleCheck,
+		RouteUpgrade:       s.handleUpgrade,
+		RouteStop:          s.handleStop,
+		RouteConfig:        s.handleConfig,
+		RoutePipeline:      s.handlePipeline,
+		RouteLogsReopen:    s.handleReopen,
+		RouteListeners:     s.handleListeners,
+		RouteUpstreams:     s.handleUpstreams,
 	} {
-		s.mux.Handle(pattern, h)
+		s.mux.Handle(route.pattern(), h)
 	}
 }
 
