@@ -84,7 +84,9 @@ func TestReloadBindAndWorkers(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer busy.Close()
-	renameSave(t, m.config, ctlConfig(second+" "+busy.Addr().String(), 2, "D"))
+	// The edit also asks for 3 workers: a failed reload changes nothing,
+	// the worker count included.
+	renameSave(t, m.config, ctlConfig(second+" "+busy.Addr().String(), 3, "D"))
 	waitFor(t, "the failed reload in status", 5*time.Second, func() bool {
 		st := m.status(t)
 		return st.LastReload != nil && !st.LastReload.OK
@@ -95,6 +97,9 @@ func TestReloadBindAndWorkers(t *testing.T) {
 	}
 	if st.Generation != gen {
 		t.Errorf("generation %d after a failed reload, want %d", st.Generation, gen)
+	}
+	if st.Workers.Target != 2 {
+		t.Errorf("worker target %d after a failed reload, want 2", st.Workers.Target)
 	}
 	if got := get(t, second); got != "C" {
 		t.Errorf("second port serves %q after the failed reload, want C", got)

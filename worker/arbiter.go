@@ -170,26 +170,10 @@ type Arbiter struct {
 	eventsDone chan struct{}
 	started    time.Time
 	stopGrace  time.Duration // a Stop's own grace (0: graceful_timeout)
-	// The running config: the file's bytes and sha256 and its canonical
-	// graph, as loaded at start or by the last good reload.
-	configData []byte
-	configSum  string
-	configGrph []byte
-	// configFiles are the files the running config's load read (the
-	// config first) and configDigest their ConfigDigest: what the
-	// watcher watches and what in-place reloads verify.
-	configFiles  []string
-	configDigest string
-	// configContents are those files' bytes as validated: workers build
-	// from them (spawn, reload), never from the files as they are now.
-	configContents map[string][]byte
-	// configWatch are files the config's factories read as configuration
-	// (htpasswd): watched too.
-	configWatch []string
-	tlsDigest   string // tlsPair.digest()
-	// tlsPair is certfile and keyfile as the master last read them
-	// (readTLS): workers get these bytes, never the files.
-	tlsPair    *TLSPair
+	// cfg is the running config, as validated at start or by the last
+	// good reload: workers build from it (spawn, reload), never from the
+	// files as they are now. A good reload replaces it as one value.
+	cfg        runningConfig
 	lastReload *control.ReloadOutcome
 	waiters    []*rollWaiter // Reload calls waiting for their roll
 	// Binary upgrade (upgrade.go).
@@ -342,23 +326,17 @@ func (a *Arbiter) Run(ctx context.Context) error {
 	if a.opts.spawn == nil {
 		// Validate in the master, so a broken config prints file:line and
 		// exits 1 before any process starts.
-		p, err := pipeline.Load(pipeline.LoadOptions{Path: a.opts.ConfigPath, Name: a.opts.AppName, Kind: pipeline.ObjectApp, Registry: a.opts.Registry})
+		v, err := a.validatePipeline(nil)
 		if err != nil {
 			return err
 		}
-		LogWarnings(a.log, p.Warnings)
-		p.Close()
-		a.recordConfig(p.Contents[p.Files[0]], p.Contents)
-		a.configFiles, a.configContents, a.configWatch = p.Files, p.Contents, p.Watch
-		if d, err := ContentsDigest(p.Files, p.Contents); err == nil {
-			a.configDigest = d
-		}
 		// The master reads the TLS pair (root, when workers run as
 		// user): a root-only key must not stop them from booting.
-		if a.tlsPair, err = readTLS(s); err != nil {
+		pair, err := readTLS(s)
+		if err != nil {
 			return err
 		}
-		a.tlsDigest = a.tlsPair.digest()
+		a.cfg = a.newRunningConfig(v, pair)
 
 		set, err := listener.Open(ctx, s.Bind, listener.Options{Backlog: s.Backlog, ReusePort: s.ReusePort}, a.opts.Opener)
 		if err != nil {
@@ -817,7 +795,7 @@ func (a *Arbiter) spawnOne() bool {
 			maxReq += rand.IntN(s.MaxRequestsJitter + 1)
 		}
 	}
-	p, err := a.opts.spawn.spawn(spawnRequest{ID: id, Generation: a.generation, MaxRequests: maxReq, Settings: s, Files: a.configContents, TLS: a.tlsPair}, a.events, a.eventsDone)
+	p, err := a.opts.spawn.spawn(spawnRequest{ID: id, Generation: a.generation, MaxRequests: maxReq, Settings: s, Files: a.cfg.contents, TLS: a.cfg.tls}, a.events, a.eventsDone)
 	if err != nil {
 		d := a.boot.fail(a.opts.now())
 		a.log.Error("cannot start a worker", "worker_id", id, "error", err, "backoff", d.String())

@@ -156,73 +156,29 @@ func (a *Arbiter) reload(req reloadRequest) (res control.ReloadResult, err error
 			return fail(err, "reload refused; keeping the running workers and listeners")
 		}
 	}
-	files, digest, contents, watch := v.files, v.digest, v.contents, v.watch
-	var restart []string // settings kept until a restart
-	if ns != a.settings {
-		restart = keepRestartSettings(a.settings, ns)
-		for _, name := range restart {
-			a.log.Warn(name+" changed; it needs a restart, keeping the current value", "setting", name)
-		}
-		if ns.Workers < 1 {
-			a.log.Warn("workers = 0 needs a restart; keeping worker processes", "workers", 1)
-			ns.Workers = 1
-		}
-		// The file's workers wins only when it changed, so a count set at
-		// run time (TTIN, ctl workers add) survives other edits (PITFALLS
-		// B6).
-		if ns.Workers != a.settings.Workers {
-			a.target = ns.Workers
-		}
-	}
+	restart := a.keepRestartOnly(ns)
 	// Binds are reconciled now: new sockets open before the workers roll
 	// onto them, removed ones are retired once the roll is done
 	// (retireListeners). A bind that cannot be opened fails the reload.
-	var next, retired *listener.Set
-	if a.set != nil && (!slices.Equal(ns.Bind, a.settings.Bind) || ns.Backlog != a.settings.Backlog) {
-		held := make([]*listener.Set, len(a.retiring))
-		for i, r := range a.retiring {
-			held[i] = r.set
-		}
-		next, retired, err = a.set.Reconcile(context.Background(), ns.Bind, listener.Options{Backlog: ns.Backlog, ReusePort: ns.ReusePort}, a.opts.Opener, held...)
-		if err != nil {
-			if o := ns.Origins["bind"]; o.Where != "" {
-				err = fmt.Errorf("%s: bind: %w", o.Where, err)
-			}
-			return fail(err, "reload failed; keeping the running workers and listeners")
-		}
+	nextSet, retired, err := a.reconcileBinds(ns)
+	if err != nil {
+		return fail(err, "reload failed; keeping the running workers and listeners")
 	}
-	changed := changedSettings(a.settings, ns)
-	for _, name := range restart {
-		changed = append(changed, name+" (needs restart)")
+	// The file's workers wins only when it changed, so a count set at run
+	// time (TTIN, ctl workers add) survives other edits (PITFALLS B6).
+	if ns.Workers != a.settings.Workers {
+		a.target = ns.Workers
 	}
+	next := a.newRunningConfig(v, pair)
+	changed := a.changes(ns, next, restart)
 	roll := !sameProcessSettings(a.settings, ns)
-	// New contents of certfile and keyfile under the same names need no
-	// new workers: an in-place reload carries the pair read above and
-	// each swaps its certificate. New names roll the workers, as any
-	// setting of theirs does; new workers get the pair at spawn.
-	tls := pair.digest()
-	if tls != a.tlsDigest && !slices.Contains(changed, "certfile") && !slices.Contains(changed, "keyfile") {
-		changed = append(changed, "certfile")
-	}
-	a.tlsDigest, a.tlsPair = tls, pair
-	sum, graph, oldDigest, oldData := a.configSum, a.configGrph, a.configDigest, a.configData
-	a.settings = ns
-	a.recordConfig(data, contents)
-	if a.opts.ConfigPath != "" {
-		a.configFiles, a.configDigest, a.configContents, a.configWatch = files, digest, contents, watch
-	}
-	if sections := changedSections(a.opts.ConfigPath, oldData, data); len(sections) > 0 {
-		changed = append(changed, sections...)
-	} else if (a.configSum != sum || a.configDigest != oldDigest) && (len(changed) == 0 || graph == nil || !bytes.Equal(graph, a.configGrph)) {
-		// A file the config references changed (config:, a factory's).
-		changed = append(changed, "pipeline")
-	}
+	a.settings, a.cfg = ns, next
 	a.generation++
 	a.lastReload = &control.ReloadOutcome{OK: true, At: start}
 	a.metrics.reg.Reloaded(true, a.generation)
-	if next != nil {
-		a.useListeners(next)
-		a.takeBackRetiring(next)
+	if nextSet != nil {
+		a.useListeners(nextSet)
+		a.takeBackRetiring(nextSet)
 		if len(retired.Specs()) > 0 {
 			a.retiring = append(a.retiring, retiringSet{gen: a.generation, set: retired})
 		}
@@ -234,6 +190,73 @@ func (a *Arbiter) reload(req reloadRequest) (res control.ReloadResult, err error
 		a.reloadInPlace()
 	}
 	return control.ReloadResult{OK: true, Generation: a.generation, Changed: changed}, nil
+}
+
+// changes names what a reload to ns and next changes against the running
+// settings and config, for its answer and log: the settings whose value
+// differs, those kept until a restart, certfile when only the TLS files'
+// contents changed, then the sections of the config file that differ, or
+// "pipeline" when only a file the config references did.
+func (a *Arbiter) changes(ns *Settings, next runningConfig, restart []string) []string {
+	prev := a.cfg
+	changed := changedSettings(a.settings, ns)
+	for _, name := range restart {
+		changed = append(changed, name+" (needs restart)")
+	}
+	// New contents of certfile and keyfile under the same names need no
+	// new workers: an in-place reload carries the pair and each worker
+	// swaps its certificate. New names roll the workers, as any setting
+	// of theirs does; new workers get the pair at spawn.
+	if next.tlsDigest != prev.tlsDigest && !slices.Contains(changed, "certfile") && !slices.Contains(changed, "keyfile") {
+		changed = append(changed, "certfile")
+	}
+	if sections := changedSections(a.opts.ConfigPath, prev.data, next.data); len(sections) > 0 {
+		changed = append(changed, sections...)
+	} else if (next.sum != prev.sum || next.digest != prev.digest) && (len(changed) == 0 || prev.graph == nil || !bytes.Equal(prev.graph, next.graph)) {
+		// A file the config references changed (config:, a factory's).
+		changed = append(changed, "pipeline")
+	}
+	return changed
+}
+
+// keepRestartOnly puts back the running value of the settings a reload
+// cannot change (keepRestartSettings), warning for each, and keeps at
+// least one worker process; it returns the kept settings' names.
+func (a *Arbiter) keepRestartOnly(ns *Settings) []string {
+	if ns == a.settings {
+		return nil
+	}
+	restart := keepRestartSettings(a.settings, ns)
+	for _, name := range restart {
+		a.log.Warn(name+" changed; it needs a restart, keeping the current value", "setting", name)
+	}
+	if ns.Workers < 1 {
+		a.log.Warn("workers = 0 needs a restart; keeping worker processes", "workers", 1)
+		ns.Workers = 1
+	}
+	return restart
+}
+
+// reconcileBinds opens the sockets ns binds that are not open, taking
+// back removed ones still held for draining workers, and applies the
+// backlog (listener.Set.Reconcile); next is nil when neither bind nor
+// backlog changed. An error names the bind's file:line.
+func (a *Arbiter) reconcileBinds(ns *Settings) (next, retired *listener.Set, err error) {
+	if a.set == nil || (slices.Equal(ns.Bind, a.settings.Bind) && ns.Backlog == a.settings.Backlog) {
+		return nil, nil, nil
+	}
+	held := make([]*listener.Set, len(a.retiring))
+	for i, r := range a.retiring {
+		held[i] = r.set
+	}
+	next, retired, err = a.set.Reconcile(context.Background(), ns.Bind, listener.Options{Backlog: ns.Backlog, ReusePort: ns.ReusePort}, a.opts.Opener, held...)
+	if err != nil {
+		if o := ns.Origins["bind"]; o.Where != "" {
+			err = fmt.Errorf("%s: bind: %w", o.Where, err)
+		}
+		return nil, nil, err
+	}
+	return next, retired, nil
 }
 
 // validated is one load of the config, as validatePipeline read it.
@@ -285,7 +308,7 @@ func (a *Arbiter) savedFiles(saved map[string][]byte) map[string][]byte {
 		return nil
 	}
 	files := maps.Clone(saved)
-	for _, name := range append([]string{a.opts.ConfigPath}, a.configFiles...) {
+	for _, name := range append([]string{a.opts.ConfigPath}, a.cfg.files...) {
 		abs, err := filepath.Abs(name)
 		if err != nil {
 			continue
@@ -425,7 +448,7 @@ func (a *Arbiter) reloadInPlace() {
 		if w.state != stateReady || w.killed || w.retiring {
 			continue
 		}
-		m := Message{Type: MsgReload, Generation: a.generation, ConfigSHA256: a.configDigest, Files: inlineConfig(a.configContents), TLS: a.tlsPair}
+		m := Message{Type: MsgReload, Generation: a.generation, ConfigSHA256: a.cfg.digest, Files: inlineConfig(a.cfg.contents), TLS: a.cfg.tls}
 		if err := w.proc.Send(m); err != nil {
 			w.log.Warn("cannot send reload; replacing the worker", "error", err)
 			w.reloadGen = 0
@@ -440,8 +463,8 @@ func (a *Arbiter) reloadInPlace() {
 // read as configuration (htpasswd) and the TLS files.
 func (a *Arbiter) WatchedFiles(ctx context.Context) ([]string, error) {
 	v, err := a.do(ctx, func() any {
-		files := slices.Clone(a.configFiles)
-		for _, f := range append(slices.Clone(a.configWatch), a.settings.CertFile, a.settings.KeyFile) {
+		files := slices.Clone(a.cfg.files)
+		for _, f := range append(slices.Clone(a.cfg.watch), a.settings.CertFile, a.settings.KeyFile) {
 			if f != "" && !slices.Contains(files, f) {
 				files = append(files, f)
 			}
@@ -513,21 +536,37 @@ func keepRestartSettings(running, ns *Settings) []string {
 	return kept
 }
 
-// recordConfig keeps the bytes of the config now running, their sha256
-// and the canonical graph (to tell a pipeline change from a settings
-// one), drawn from contents, the files as validated.
-func (a *Arbiter) recordConfig(data []byte, contents map[string][]byte) {
-	if a.opts.ConfigPath == "" {
-		return
+// runningConfig is a config the master validated and serves: what
+// workers build from (spawn, in-place reload), what status shows and what
+// the watcher watches. The start and every good reload make one
+// (newRunningConfig) and swap it in as one value.
+type runningConfig struct {
+	// validated: the files the load read, their digest (what in-place
+	// reloads verify), their bytes and the files the factories read.
+	validated
+	data  []byte // the config file's bytes
+	sum   string // their sha256, for status
+	graph []byte // the canonical graph (nil when it does not draw): tells a pipeline change from a settings one
+	// tls is certfile and keyfile as the master read them (readTLS):
+	// workers get these bytes, never the files.
+	tls       *TLSPair
+	tlsDigest string
+}
+
+// newRunningConfig is the running config of a validated load and TLS
+// pair; the graph is drawn from the same validated bytes.
+func (a *Arbiter) newRunningConfig(v validated, pair *TLSPair) runningConfig {
+	rc := runningConfig{validated: v, tls: pair, tlsDigest: pair.digest()}
+	if a.opts.ConfigPath == "" || len(v.files) == 0 {
+		return rc
 	}
-	a.configData = data
-	h := sha256.Sum256(data)
-	a.configSum = hex.EncodeToString(h[:])
-	if g, ok := pipeline.GraphJSONFrom(a.opts.ConfigPath, a.opts.AppName, pipeline.ObjectApp, contents); ok {
-		a.configGrph = g
-	} else {
-		a.configGrph = nil
+	rc.data = v.contents[v.files[0]]
+	h := sha256.Sum256(rc.data)
+	rc.sum = hex.EncodeToString(h[:])
+	if g, ok := pipeline.GraphJSONFrom(a.opts.ConfigPath, a.opts.AppName, pipeline.ObjectApp, v.contents); ok {
+		rc.graph = g
 	}
+	return rc
 }
 
 // changedSettings names the settings whose value differs, sorted.
@@ -661,7 +700,7 @@ func (a *Arbiter) status() control.Status {
 		State:      state,
 		UptimeS:    a.opts.now().Sub(a.started).Seconds(),
 		Generation: a.generation,
-		Config:     control.ConfigRef{Path: a.opts.ConfigPath, SHA256: a.configSum},
+		Config:     control.ConfigRef{Path: a.opts.ConfigPath, SHA256: a.cfg.sum},
 		Workers:    control.WorkerCounts{Target: a.target},
 		Listeners:  a.listeners(),
 	}
@@ -944,7 +983,7 @@ func (a *Arbiter) Config(ctx context.Context) (control.ConfigView, error) {
 // ConfigFile is the config file as loaded at start or by the last good
 // reload.
 func (a *Arbiter) ConfigFile(ctx context.Context) ([]byte, error) {
-	v, err := a.do(ctx, func() any { return a.configData })
+	v, err := a.do(ctx, func() any { return a.cfg.data })
 	if err != nil {
 		return nil, err
 	}
