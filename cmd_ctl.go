@@ -21,7 +21,7 @@ import (
 )
 
 // ctlCommand is `paddock ctl`: a client of the master's control socket
-// (SPEC §6, §7). Exit 0 ok, 1 the operation failed, 2 usage, 3 the
+// (docs/control.md). Exit 0 ok, 1 the operation failed, 2 usage, 3 the
 // socket cannot be reached.
 func ctlCommand() *cli.Command {
 	return &cli.Command{

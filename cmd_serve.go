@@ -176,7 +176,7 @@ func serveAction(c *cli.Context) error {
 // runArbiter runs the master of workers (workers >= 1). A reload (HUP,
 // ctl reload, or the config watcher of cmd_watch.go) re-reads the file
 // and resolves it again with the same command line and environment, so
-// the precedence of SPEC §7 holds across reloads: a setting given by a
+// the precedence of paddock(8) ENVIRONMENT holds across reloads: a setting given by a
 // flag or a PADDOCK_* variable keeps that value whatever the file now
 // says; only settings the file (or the default) decided follow the edit.
 func runArbiter(ctx context.Context, c *cli.Context, path string, settings *worker.Settings, log hclog.Logger, errLog *worker.ErrorLog) error {
@@ -450,7 +450,7 @@ func (l *lazyUpgrader) Exit() <-chan struct{} {
 }
 
 // Ready tells tableflip the process serves; it closes inherited sockets
-// nobody claimed (PITFALLS E3) and, in the new master of an upgrade,
+// nobody claimed (docs/pitfalls.md E3) and, in the new master of an upgrade,
 // tells the old one.
 func (l *lazyUpgrader) Ready() error {
 	l.mu.Lock()
@@ -468,7 +468,7 @@ func (l *lazyUpgrader) Ready() error {
 // Stop is a real shutdown: tableflip closes its copies of the sockets and
 // unlinks unix socket files. After a successful Upgrade it does nothing:
 // tableflip already closed its copies without unlinking, and the socket
-// files (the control socket's too) are the new master's (PITFALLS D7).
+// files (the control socket's too) are the new master's (docs/pitfalls.md D7).
 func (l *lazyUpgrader) Stop() {
 	l.mu.Lock()
 	defer l.mu.Unlock()

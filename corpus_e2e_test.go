@@ -25,7 +25,7 @@ import (
 	"paddock/control"
 )
 
-// The hostile-request corpus (SPEC §9, issue 8): every request of
+// The hostile-request corpus (issue 8): every request of
 // gunicorn's and llhttp's test suites, sent to the real server in one
 // write and in random small pieces, then half-closed. The full corpus is
 // ../shared/corpora/http (see its README); testdata/corpus is the subset

@@ -27,7 +27,7 @@ func (r Route) path(value string) string {
 	return r.Path
 }
 
-// The control API (SPEC §5; docs/control.md).
+// The control API (docs/control.md).
 var (
 	RouteStatus        = Route{http.MethodGet, "/v1/status"}
 	RouteWorkers       = Route{http.MethodGet, "/v1/workers"}

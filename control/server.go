@@ -61,7 +61,7 @@ type ServerOptions struct {
 
 // Server is the control API's HTTP server. It accepts any Host header:
 // the socket's mode (0600) and the peer uid check are the security
-// boundary (PITFALLS F3, F4).
+// boundary (docs/pitfalls.md F3, F4).
 //
 // Goroutines: http.Server's per-connection goroutines, and one goroutine
 // per accepted POST /v1/stop that calls Controller.Stop after the answer is

@@ -21,7 +21,7 @@ import (
 // $XDG_RUNTIME_DIR/paddock.
 const SocketFile = "ctl.sock"
 
-// SocketPath resolves the control socket path as SPEC §6 orders it. The
+// SocketPath resolves the control socket path in the documented order (docs/control.md). The
 // master and `paddock ctl` both call it, so with the same environment
 // they agree without flags:
 //

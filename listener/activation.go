@@ -145,7 +145,7 @@ func (a *activator) read() ([]activatedFD, error) {
 		return nil, nil
 	}
 	// Close-on-exec first, as sd_listen_fds does, so that even on a
-	// later error no descriptor leaks into a child (PITFALLS E3).
+	// later error no descriptor leaks into a child (docs/pitfalls.md E3).
 	for fd := env.fdStart; fd < env.fdStart+n; fd++ {
 		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC); err != nil {
 			return nil, fmt.Errorf("listener: socket activation: %s=%d but descriptor %d: %w", envListenFDs, n, fd, err)

@@ -18,26 +18,26 @@
 //
 //   - The master owns every listening socket for its whole life: it opens
 //     a Set once and keeps it across worker churn and reloads, so closing
-//     a worker never drops queued connections (PITFALLS E1, E2). A spec is
+//     a worker never drops queued connections (docs/pitfalls.md E1, E2). A spec is
 //     opened once per process: reopening an open tcp address fails with
 //     EADDRINUSE, and fd://N is consumed by its first Listen. A reload
 //     keeps the listener of every bind that did not change.
 //   - Workers get duplicates: Set.Files dups every descriptor for
 //     exec.Cmd.ExtraFiles, the master closes those files once the worker
 //     started and then calls Set.RestoreNonblock (starting a process flips
-//     the shared descriptor to blocking mode, PITFALLS D8). The worker
+//     the shared descriptor to blocking mode, docs/pitfalls.md D8). The worker
 //     calls FromFiles, which makes listeners with net.FileListener (its
 //     own dups) and closes the inherited *os.File.
 //   - Everything is close-on-exec except what is put in ExtraFiles: Go
 //     opens sockets CLOEXEC, Files and net.FileListener dup with CLOEXEC,
-//     and Activated sets it on the descriptors systemd passed (PITFALLS E3).
+//     and Activated sets it on the descriptors systemd passed (docs/pitfalls.md E3).
 //
 // # Binary upgrades
 //
 // Open takes an Opener, which *tableflip.Fds satisfies: every spec,
 // whatever its network, is requested under its normalised (network,
 // address) key, so an upgraded master inherits the socket instead of
-// binding again and racing the old one (PITFALLS D6). fd://N and
+// binding again and racing the old one (docs/pitfalls.md D6). fd://N and
 // systemd:NAME go through the Opener too: in tableflip's child the numbers
 // mean something else (3 and 4 are tableflip's pipes) and LISTEN_FDS is
 // gone, so the key is the only way back to the socket. A stale unix socket

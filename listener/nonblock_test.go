@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-// PITFALLS D8: starting a process with a listener's descriptor in
+// docs/pitfalls.md D8: starting a process with a listener's descriptor in
 // ExtraFiles makes the open file description blocking, and the master's own
 // listener shares it. The first half of this test documents the pitfall
 // (it is what a master without RestoreNonblock runs into); the second half
@@ -115,7 +115,7 @@ func TestRestoreNonblockAfterExtraFiles(t *testing.T) {
 			t.Fatalf("Close: %v", err)
 		}
 	case <-time.After(5 * time.Second):
-		t.Fatal("Close hung with a goroutine in Accept (PITFALLS D8)")
+		t.Fatal("Close hung with a goroutine in Accept (docs/pitfalls.md D8)")
 	}
 	select {
 	case err := <-accepted:

@@ -14,7 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Reconcile is a config reload's bind change (SPEC §4.4): it returns a
+// Reconcile is a config reload's bind change: it returns a
 // Set for specs that keeps the listener of every spec s already holds
 // (matched by Key, however it is spelled) and opens the others, through
 // fds as Open does; retired holds s's listeners that specs no longer

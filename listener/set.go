@@ -39,7 +39,7 @@ type Set struct {
 // With fds, every spec goes through fds.ListenWithCallback under the key
 // (spec.Network, spec.Addr), the normalised address, so "localhost:8080" in
 // the old config and "127.0.0.1:8080" in the new one are the same socket
-// (PITFALLS D6):
+// (docs/pitfalls.md D6):
 //   - tcp and unix: an inherited socket is used as it is; otherwise Listen
 //     creates one with opts (backlog, reuse_port, mode), and only then is a
 //     stale unix socket file removed, never an inherited live one (D7).
@@ -151,7 +151,7 @@ func (s *Set) Listeners() []net.Listener { return append([]net.Listener(nil), s.
 
 // Files returns a duplicate of every listener's descriptor, in bind order,
 // for exec.Cmd.ExtraFiles. The caller closes them once the child started,
-// then calls RestoreNonblock (PITFALLS D8: starting a process with them
+// then calls RestoreNonblock (docs/pitfalls.md D8: starting a process with them
 // flips the shared open file description to blocking mode).
 func (s *Set) Files() ([]*os.File, error) {
 	files := make([]*os.File, 0, len(s.lns))
@@ -171,8 +171,8 @@ func (s *Set) Files() ([]*os.File, error) {
 	return files, nil
 }
 
-// RestoreNonblock puts every listener back in non-blocking mode (PITFALLS
-// D8): os.StartProcess makes each ExtraFiles descriptor blocking, and the
+// RestoreNonblock puts every listener back in non-blocking mode
+// (docs/pitfalls.md D8): os.StartProcess makes each ExtraFiles descriptor blocking, and the
 // flag lives on the open file description the master's listener shares.
 func (s *Set) RestoreNonblock() error {
 	var errs []error

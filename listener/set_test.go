@@ -239,7 +239,7 @@ func TestOpenInherits(t *testing.T) {
 	}
 	// The parent's unix socket is live at path, as during a real upgrade:
 	// Listen would refuse it (ErrInUse), so success proves the callback
-	// was not called and the file was not touched (PITFALLS D7). fd://99
+	// was not called and the file was not touched (docs/pitfalls.md D7). fd://99
 	// and systemd:web name nothing in this process; inheriting them by
 	// key must not touch descriptor 99 or need socket activation.
 	fds := &fakeFds{inherited: map[[2]string]net.Listener{

@@ -1,5 +1,5 @@
 // Package reload watches the config files of a running server and says
-// when their content really changed (SPEC §4, PITFALLS A1–A7).
+// when their content really changed (docs/pitfalls.md A1–A7).
 //
 // A Watcher watches the directories of its files, never the files
 // themselves: editors and `sed -i` save by renaming a new file over the
@@ -21,7 +21,7 @@
 // way: logged, ignored, and looked at again on the next event); a missing
 // file (deleted, or between the unlink and the rename of a save: logged,
 // and picked up when it comes back with new content). None of these stop
-// the watcher; neither do fsnotify errors (PITFALLS A7).
+// the watcher; neither do fsnotify errors (docs/pitfalls.md A7).
 //
 // The package knows nothing of paddock's config format: its caller
 // decides what "changed" means for the server (the master validates the

@@ -30,7 +30,8 @@ const Debounce = 50 * time.Millisecond
 // and modification time for every file) and no event came in between,
 // so a file still being written in place (truncate, then write, maybe
 // in pieces) is never reported half-written. Debounce + Settle (75 ms)
-// keeps "saved -> serving the new config" under 100 ms.
+// keeps "saved -> serving the new config" under 100 ms (docs/pitfalls.md
+// A4).
 const Settle = 25 * time.Millisecond
 
 // MaxFileSize bounds a watched file read: the loader refuses config files
@@ -215,7 +216,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 				return errors.New("reload: fsnotify closed its error channel")
 			}
 			// An overflow lost events; any other error may have too: re-read
-			// everything after the debounce (PITFALLS A6).
+			// everything after the debounce (docs/pitfalls.md A6).
 			w.log.Warn("watcher error; re-reading the config files", "error", err)
 			rearm()
 		case <-w.rescanC:

@@ -69,7 +69,7 @@ type ArbiterOptions struct {
 	// master's own binary: /proc/self/exe where there is a /proc, which
 	// names the master's inode even after the file at its path was
 	// replaced for an upgrade (workers must speak the master's protocol
-	// version), else os.Executable() (PITFALLS D10).
+	// version), else os.Executable() (docs/pitfalls.md D10).
 	Executable string
 	// Argv0 is the workers' argv[0]; "" means os.Args[0].
 	Argv0 string

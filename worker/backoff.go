@@ -3,7 +3,7 @@ package worker
 import "time"
 
 // Boot-failure backoff: 1 s after the first failure, doubling, capped at
-// 30 s, so a crash loop never spins the CPU (PITFALLS C1).
+// 30 s, so a crash loop never spins the CPU (docs/pitfalls.md C1).
 const (
 	backoffMin = time.Second
 	backoffMax = 30 * time.Second

@@ -14,7 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Slow and greedy clients. What bounds each (SPEC §9, issue 8):
+// Slow and greedy clients. What bounds each (issue 8):
 //
 //   - a request head sent slowly (slowloris), or a connection that sends
 //     nothing: timeout (http.Server.ReadHeaderTimeout, newHTTPServer);

@@ -165,7 +165,7 @@ func (a *Arbiter) reload(req reloadRequest) (res control.ReloadResult, err error
 		return fail(err, "reload failed; keeping the running workers and listeners")
 	}
 	// The file's workers wins only when it changed, so a count set at run
-	// time (TTIN, ctl workers add) survives other edits (PITFALLS B6).
+	// time (TTIN, ctl workers add) survives other edits (docs/pitfalls.md B6).
 	if ns.Workers != a.settings.Workers {
 		a.target = ns.Workers
 	}

@@ -11,7 +11,7 @@
 // file:line, about settings it does not know (waitress' threads, gunicorn's
 // worker_class...) since real configs carry them.
 //
-// Process model (SPEC §3). workers = 0: the process that owns the
+// Process model. workers = 0: the process that owns the
 // listeners serves them itself (Serve). workers >= 1 (the default is 1):
 // the master (Arbiter) opens every listener once (listener.Open, through
 // ArbiterOptions.Opener for binary upgrades), checks the pipeline builds
@@ -31,34 +31,19 @@
 //
 // The listener files are re-wrapped before exec (spawn.go: inheritable):
 // Go's socket Files switch the shared open file description to blocking
-// mode in Fd, which os.StartProcess calls (PITFALLS D8), and a sibling
+// mode in Fd, which os.StartProcess calls (docs/pitfalls.md D8), and a sibling
 // worker woken for the same connection would then block in accept4 where
 // no Close reaches it. RestoreNonblock runs after every start as well.
 //
-// The channel: line-delimited JSON, one object per line, at most
-// MaxMessageSize (64 KiB) a line, {"type": ..., fields}. Worker → master:
-//
-//	{"type":"ready","pid":N}                      serving; boot is over
-//	{"type":"boot_error","error":"..."}           pipeline or listeners failed; exits ExitWorkerBootError
-//	{"type":"heartbeat","requests":N,"in_flight":M}  at least every timeout/4 (≤ 10 s)
-//	{"type":"retire","requests":N,"in_flight":M}  max_requests reached: replace me
-//	{"type":"ack","command":"reopen_logs"[,"error":"..."]}  answer to reopen_logs; error: the file that could not be reopened (the old one is kept)
-//	{"type":"reloaded","generation":G}            swapped to generation G in place
-//	{"type":"reload_failed","generation":G,"error":"..."}  still serving the previous one
-//	{"type":"unsupported","command":"..."}        a command this worker does not know
-//
-// Master → worker:
-//
-//	{"type":"stop","mode":"graceful"|"immediate"} drain within graceful_timeout, or close now
-//	{"type":"reopen_logs"}                        reopen the access log file at its path (logs.go)
-//	{"type":"reload","generation":G,"config_sha256":D,"files":{PATH:BASE64},"tls":{"cert":B64,"key":B64}}  build generation G and swap to it
+// The channel: line-delimited JSON, one object per line; protocol.go
+// lists every message type with its fields and who sends it.
 //
 // Anything else from a worker (not JSON, an unknown type, a line over 64
 // KiB) is logged and the worker killed and replaced. A reload line may be
 // up to 16 MiB (MaxReloadMessageSize); every send to a worker gives up
 // after 5 s, so a stopped worker never blocks the master.
 //
-// Reload (SPEC §4): HUP, POST /v1/reload and the config watcher (package
+// Reload: HUP, POST /v1/reload and the config watcher (package
 // reload, wired in cmd_watch.go; watch_config, on by default, workers >= 1
 // only) all run Arbiter.reload. The master validates everything first:
 // the whole pipeline (pipeline.Load, then Close), the settings (the
@@ -114,7 +99,7 @@
 // restart)". A new workers value in
 // the file sets the target only when it differs from the file's previous
 // value, so a count set at run time (TTIN, ctl workers) survives other
-// edits (PITFALLS B6). A worker whose
+// edits (docs/pitfalls.md B6). A worker whose
 // channel hits EOF (its master is gone) drains and exits, stopping at
 // once if requests still run after timeout (when shorter than
 // graceful_timeout): no orphans.

@@ -15,7 +15,7 @@ import (
 // had just accepted) before a drain, whose request arrives a moment later,
 // would then see EOF — a failed request on a reload, a max_requests
 // recycle or an upgrade. And Shutdown closes idle keep-alive connections at
-// once, racing clients that are about to reuse them (SPEC §4: "close a
+// once, racing clients that are about to reuse them (the drain contract: "close a
 // keep-alive connection only once it is idle past a short grace").
 //
 // So a drain is done in two steps. First stop accepting (close the

@@ -20,7 +20,7 @@ import (
 	"paddock/pipeline"
 )
 
-// Log files (SPEC §8, ECOSYSTEM §2).
+// Log files (README "Logs").
 //
 // errorlog: "-" (the default) is the process's stderr, as before. A FILE
 // is opened by the master (or the in-process server) with O_APPEND|

@@ -10,8 +10,32 @@ import (
 	"sync"
 )
 
-// Message types of the master/worker channel (doc.go lists them with their
-// fields and who sends them).
+// Message types of the master/worker channel: line-delimited JSON, one
+// object per line, at most MaxMessageSize a line (a reload up to
+// MaxReloadMessageSize). TestProtocolTable checks every type is here.
+//
+// Worker → master:
+//
+//	{"type":"ready","pid":N}                                serving; boot is over
+//	{"type":"boot_error","error":"..."}                     pipeline or listeners failed; exits ExitWorkerBootError
+//	{"type":"heartbeat","requests":N,"in_flight":M}         at least every timeout/4 (≤ 10 s)
+//	{"type":"retire","requests":N,"in_flight":M}            max_requests reached: replace me
+//	{"type":"ack","command":"reopen_logs"[,"error":"..."]}  answer to reopen_logs; error: the file that could not be reopened (the old one is kept)
+//	{"type":"unsupported","command":"..."}                  a command this worker does not know
+//	{"type":"reloaded","generation":G}                      swapped to generation G in place
+//	{"type":"reload_failed","generation":G,"error":"..."}   still serving the previous one
+//	{"type":"metrics","id":I,"data":SNAPSHOT}               answer to metrics_request I; id 0: unasked, just before exiting
+//	{"type":"metrics_gather","id":I}                        the metrics app asks for the whole server's metrics
+//	{"type":"upstreams","id":I,"generation":G,"data":JSON}  answer to upstreams_request I (or "error")
+//
+// Master → worker:
+//
+//	{"type":"stop","mode":"graceful"|"immediate"}           drain within graceful_timeout, or close now
+//	{"type":"reopen_logs"}                                  reopen the access log file at its path (logs.go)
+//	{"type":"reload","generation":G,"config_sha256":D,"files":{PATH:BASE64},"tls":{"cert":B64,"key":B64}}  build generation G and swap to it
+//	{"type":"metrics_request","id":I}                       send a metrics snapshot
+//	{"type":"metrics_result","id":I,"data":TEXT}            answer to metrics_gather I (or "error")
+//	{"type":"upstreams_request","id":I}                     send the proxy apps' upstream state (GET /v1/upstreams)
 const (
 	// worker → master
 	MsgReady       = "ready"

@@ -20,7 +20,7 @@ import (
 )
 
 // Source says which layer a setting's value came from. Precedence, highest
-// first: SourceFlag, SourceEnv, SourceFile, SourceDefault (SPEC §7).
+// first: SourceFlag, SourceEnv, SourceFile, SourceDefault (paddock(8), ENVIRONMENT).
 type Source string
 
 // The layers a setting can come from.
@@ -403,7 +403,7 @@ var table = func() []Setting {
 			return err
 		})
 	strictHTTP.Bool = true
-	// --ctl-socket is the spelling SPEC §2.3 gives (ctl's own flag is
+	// --ctl-socket is the documented spelling (ctl's own flag is
 	// --socket); --control-socket is the name with - for _.
 	controlSocket := setting("control_socket", "", "serve the control socket (paddock ctl) at `PATH`; default $RUNTIME_DIRECTORY/ctl.sock, else $XDG_RUNTIME_DIR/paddock/ctl.sock, else next to the pidfile; a socket file deleted while the master runs is created again on USR1 and on every reload",
 		func(s *Settings, v string) error { s.ControlSocket = strings.TrimSpace(v); return nil })

@@ -214,7 +214,7 @@ func (sp *execSpawner) spawn(req spawnRequest, events chan<- event, done <-chan 
 // inheritable re-wraps listener files for ExtraFiles and closes the
 // originals. The files net hands out (TCPListener.File) are "socket"
 // Files whose Fd, which os.StartProcess calls, switches the shared open
-// file description to blocking mode (PITFALLS D8): a sibling worker
+// file description to blocking mode (docs/pitfalls.md D8): a sibling worker
 // woken for the same connection would then sit in a blocking accept4
 // that no Close interrupts. A File made by os.NewFile from a descriptor
 // that is already non-blocking leaves it alone in Fd.

@@ -63,7 +63,7 @@ type upgradeWaiter struct {
 // which the master never changes (tableflip resolves it against its
 // initial working directory). It is resolved once, at start, so the error
 // of a later upgrade names the path the master was started from
-// (PITFALLS D10).
+// (docs/pitfalls.md D10).
 func ResolveExecutable(argv0 string) (string, error) {
 	if argv0 == "" {
 		return "", errors.New("worker: no argv[0] to re-execute for an upgrade")
