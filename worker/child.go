@@ -97,10 +97,14 @@ type ChildOptions struct {
 	LookupEnv func(string) (string, bool)
 }
 
+// childEnv is the environment contract as values: the master writes it
+// (environ), the worker reads it back (parseChildEnv); the snapshot's
+// contents (files, tls) travel in the descriptor configFD names.
 type childEnv struct {
 	id, generation, maxRequests int
 	specs                       []listener.Spec
 	channelFD                   int
+	configFD                    int // -1: no snapshot
 	config, app, server         string
 	settings                    *Settings
 	logJSON                     bool
@@ -108,7 +112,60 @@ type childEnv struct {
 	tls                         *TLSPair          // EnvConfigFD's TLS pair
 }
 
+// environ is the contract's variables for the worker's environment.
+func (e *childEnv) environ() ([]string, error) {
+	settingsJSON, err := json.Marshal(e.settings)
+	if err != nil {
+		return nil, fmt.Errorf("encode settings: %w", err)
+	}
+	binds := make([]string, 0, len(e.specs))
+	for _, s := range e.specs {
+		binds = append(binds, s.String())
+	}
+	bindsJSON, err := json.Marshal(binds)
+	if err != nil {
+		return nil, fmt.Errorf("encode binds: %w", err)
+	}
+	logJSON := "0"
+	if e.logJSON {
+		logJSON = "1"
+	}
+	env := []string{
+		EnvWorker + "=" + strconv.Itoa(e.id),
+		EnvGeneration + "=" + strconv.Itoa(e.generation),
+		EnvMaxRequests + "=" + strconv.Itoa(e.maxRequests),
+		EnvListeners + "=" + string(bindsJSON),
+		EnvChannelFD + "=" + strconv.Itoa(e.channelFD),
+		EnvConfig + "=" + e.config,
+		EnvApp + "=" + e.app,
+		EnvServer + "=" + e.server,
+		EnvSettings + "=" + string(settingsJSON),
+		EnvLogJSON + "=" + logJSON,
+	}
+	if e.configFD >= 0 {
+		env = append(env, EnvConfigFD+"="+strconv.Itoa(e.configFD))
+	}
+	return env, nil
+}
+
+// readChildEnv is parseChildEnv, then the snapshot read from configFD.
 func readChildEnv(lookupEnv func(string) (string, bool)) (*childEnv, error) {
+	e, err := parseChildEnv(lookupEnv)
+	if err != nil {
+		return nil, err
+	}
+	if e.configFD >= 0 {
+		snap, err := readConfigSnapshot(e.configFD)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", EnvConfigFD, err)
+		}
+		e.files, e.tls = snap.Files, snap.TLS
+	}
+	return e, nil
+}
+
+// parseChildEnv reads the contract's variables back (environ's inverse).
+func parseChildEnv(lookupEnv func(string) (string, bool)) (*childEnv, error) {
 	get := func(k string) (string, error) {
 		v, ok := lookupEnv(k)
 		if !ok {
@@ -127,21 +184,15 @@ func readChildEnv(lookupEnv func(string) (string, bool)) (*childEnv, error) {
 		}
 		return n, nil
 	}
-	var (
-		e   childEnv
-		err error
-	)
-	if e.id, err = atoi(EnvWorker); err != nil {
-		return nil, err
-	}
-	if e.generation, err = atoi(EnvGeneration); err != nil {
-		return nil, err
-	}
-	if e.maxRequests, err = atoi(EnvMaxRequests); err != nil {
-		return nil, err
-	}
-	if e.channelFD, err = atoi(EnvChannelFD); err != nil {
-		return nil, err
+	e := childEnv{configFD: -1}
+	var err error
+	for _, k := range []struct {
+		name string
+		dst  *int
+	}{{EnvWorker, &e.id}, {EnvGeneration, &e.generation}, {EnvMaxRequests, &e.maxRequests}, {EnvChannelFD, &e.channelFD}} {
+		if *k.dst, err = atoi(k.name); err != nil {
+			return nil, err
+		}
 	}
 	for _, k := range []struct {
 		name string
@@ -173,15 +224,9 @@ func readChildEnv(lookupEnv func(string) (string, bool)) (*childEnv, error) {
 	j, _ := lookupEnv(EnvLogJSON)
 	e.logJSON = j == "1"
 	if v, ok := lookupEnv(EnvConfigFD); ok {
-		fd, err := strconv.Atoi(v)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", EnvConfigFD, err)
+		if e.configFD, err = strconv.Atoi(v); err != nil || e.configFD < 0 {
+			return nil, fmt.Errorf("%s: not a descriptor: %q", EnvConfigFD, v)
 		}
-		snap, err := readConfigSnapshot(fd)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", EnvConfigFD, err)
-		}
-		e.files, e.tls = snap.Files, snap.TLS
 	}
 	return &e, nil
 }

@@ -75,18 +75,6 @@ type execSpawner struct {
 }
 
 func (sp *execSpawner) spawn(req spawnRequest, events chan<- event, done <-chan struct{}) (childProc, error) {
-	settingsJSON, err := json.Marshal(req.Settings)
-	if err != nil {
-		return nil, fmt.Errorf("encode settings: %w", err)
-	}
-	binds := make([]string, 0, len(sp.set.Specs()))
-	for _, s := range sp.set.Specs() {
-		binds = append(binds, s.String())
-	}
-	bindsJSON, err := json.Marshal(binds)
-	if err != nil {
-		return nil, fmt.Errorf("encode binds: %w", err)
-	}
 	sockFiles, err := sp.set.Files()
 	if err != nil {
 		return nil, err
@@ -103,7 +91,9 @@ func (sp *execSpawner) spawn(req spawnRequest, events chan<- event, done <-chan 
 	parent := os.NewFile(uintptr(pair[0]), "paddock-channel-master")
 	child := os.NewFile(uintptr(pair[1]), "paddock-channel-worker")
 	extra := append(files, child)
-	var configEnv []string
+	env := &childEnv{id: req.ID, generation: req.Generation, maxRequests: req.MaxRequests, specs: sp.set.Specs(),
+		channelFD: 3 + len(files), configFD: -1, config: sp.config, app: sp.app, server: sp.serverName,
+		settings: req.Settings, logJSON: sp.logJSON}
 	if len(req.Files) > 0 || req.TLS != nil {
 		snap, err := configSnapshot(workerSnapshot{Files: req.Files, TLS: req.TLS})
 		if err != nil {
@@ -113,12 +103,15 @@ func (sp *execSpawner) spawn(req spawnRequest, events chan<- event, done <-chan 
 			return nil, err
 		}
 		defer snap.Close()
-		configEnv = []string{EnvConfigFD + "=" + strconv.Itoa(3+len(extra))}
+		env.configFD = 3 + len(extra)
 		extra = append(extra, snap)
 	}
-	logJSON := "0"
-	if sp.logJSON {
-		logJSON = "1"
+	contract, err := env.environ()
+	if err != nil {
+		closeAll(files)
+		parent.Close()
+		child.Close()
+		return nil, err
 	}
 	stdout := sp.stdout
 	if stdout == nil {
@@ -133,20 +126,8 @@ func (sp *execSpawner) spawn(req spawnRequest, events chan<- event, done <-chan 
 		Stdout:     stdout,
 		Stderr:     stderr,
 		ExtraFiles: extra,
-		Env: append(append([]string(nil), sp.baseEnv...),
-			EnvWorker+"="+strconv.Itoa(req.ID),
-			EnvGeneration+"="+strconv.Itoa(req.Generation),
-			EnvMaxRequests+"="+strconv.Itoa(req.MaxRequests),
-			EnvListeners+"="+string(bindsJSON),
-			EnvChannelFD+"="+strconv.Itoa(3+len(files)),
-			EnvConfig+"="+sp.config,
-			EnvApp+"="+sp.app,
-			EnvServer+"="+sp.serverName,
-			EnvSettings+"="+string(settingsJSON),
-			EnvLogJSON+"="+logJSON,
-		),
+		Env:        append(append([]string(nil), sp.baseEnv...), contract...),
 	}
-	cmd.Env = append(cmd.Env, configEnv...)
 	if sp.cred != nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: sp.cred}
 	}
