@@ -22,6 +22,8 @@ import (
 	"testing"
 	"time"
 
+	"paddock/internal/command"
+
 	"paddock/control"
 )
 
@@ -219,12 +221,12 @@ func TestCtlWorkers(t *testing.T) {
 	}
 	// A pid that is not a worker: 404, exit 1.
 	_, errOut, code = ctlRunE2E(t, m.sock, "workers", "kill", "1")
-	if code != exitFailed || !strings.Contains(errOut, "no such worker") {
+	if code != command.ExitFailed || !strings.Contains(errOut, "no such worker") {
 		t.Errorf("ctl workers kill 1: exit %d, %s", code, errOut)
 	}
 	// Usage errors exit 2.
 	for _, args := range [][]string{{"workers", "add", "x"}, {"workers", "set"}, {"bogus"}, {"workers", "kill"}} {
-		if _, errOut, code := ctlRunE2E(t, m.sock, args...); code != exitUsage {
+		if _, errOut, code := ctlRunE2E(t, m.sock, args...); code != command.ExitUsage {
 			t.Errorf("ctl %v: exit %d, want 2; %s", args, code, errOut)
 		}
 	}
@@ -272,7 +274,7 @@ func TestCtlReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	out, errOut, code := ctlRunE2E(t, m.sock, "reload")
-	if code != exitFailed || !strings.Contains(errOut, m.config+":8: [app:main]: no factory registered") {
+	if code != command.ExitFailed || !strings.Contains(errOut, m.config+":8: [app:main]: no factory registered") {
 		t.Fatalf("ctl reload (broken): exit %d\n%s%s", code, out, errOut)
 	}
 	if got := get(t, m.addr); got != "old body" {
@@ -378,7 +380,7 @@ func TestCtlUnixSocketHTTP(t *testing.T) {
 func TestCtlNoMaster(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "none.sock")
 	_, errOut, code := ctlRunE2E(t, sock, "status")
-	if code != exitNoReach || !strings.Contains(errOut, sock) || !strings.Contains(errOut, "PADDOCK_CTL_SOCKET") {
+	if code != command.ExitNoReach || !strings.Contains(errOut, sock) || !strings.Contains(errOut, "PADDOCK_CTL_SOCKET") {
 		t.Fatalf("exit %d, want 3 naming %s:\n%s", code, sock, errOut)
 	}
 	// The pidfile rule: app.pid -> app.ctl.sock.
@@ -386,7 +388,7 @@ func TestCtlNoMaster(t *testing.T) {
 	cmd := exec.Command("paddock", "ctl", "--pidfile", pidfile, "status")
 	cmd.Env = append(os.Environ(), "RUNTIME_DIRECTORY=", "XDG_RUNTIME_DIR=", "PADDOCK_CTL_SOCKET=")
 	_, errOut, code = runCmd(t, cmd)
-	if want := strings.TrimSuffix(pidfile, ".pid") + ".ctl.sock"; code != exitNoReach || !strings.Contains(errOut, want) {
+	if want := strings.TrimSuffix(pidfile, ".pid") + ".ctl.sock"; code != command.ExitNoReach || !strings.Contains(errOut, want) {
 		t.Fatalf("--pidfile: exit %d, want 3 naming %s:\n%s", code, want, errOut)
 	}
 }
@@ -417,13 +419,13 @@ func TestCtlPeerUID(t *testing.T) {
 		_, errOut, code := runCmd(t, cmd)
 		return errOut, code
 	}
-	if errOut, code := asNobody(); code != exitNoReach || !strings.Contains(errOut, "permission denied") {
+	if errOut, code := asNobody(); code != command.ExitNoReach || !strings.Contains(errOut, "permission denied") {
 		t.Errorf("uid 65534 on a 0600 socket: exit %d, want 3:\n%s", code, errOut)
 	}
 	if err := os.Chmod(m.sock, 0o666); err != nil {
 		t.Fatal(err)
 	}
-	if errOut, code := asNobody(); code != exitFailed || !strings.Contains(errOut, "uid 65534") && !strings.Contains(errOut, "forbidden") && !strings.Contains(errOut, "403") {
+	if errOut, code := asNobody(); code != command.ExitFailed || !strings.Contains(errOut, "uid 65534") && !strings.Contains(errOut, "forbidden") && !strings.Contains(errOut, "403") {
 		t.Errorf("uid 65534 on a 0666 socket: exit %d, want 1 with 403:\n%s", code, errOut)
 	}
 }

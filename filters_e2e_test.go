@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"paddock/internal/command"
+
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -346,7 +348,7 @@ func TestFiltersEndToEnd(t *testing.T) {
 		// line, and the old users keep working.
 		writeUsers("alice:"+hash("wonderland"), "", "bob:$apr1$xyz$0123456789abcdefghijkl")
 		out, errOut, code := runCmd(t, exec.Command("paddock", "ctl", "--socket", sock, "--timeout", "10s", "reload"))
-		if code != exitFailed || !strings.Contains(errOut, htpasswd+":3: [filter:basic_auth]: htpasswd (") || !strings.Contains(errOut, "Apache MD5") {
+		if code != command.ExitFailed || !strings.Contains(errOut, htpasswd+":3: [filter:basic_auth]: htpasswd (") || !strings.Contains(errOut, "Apache MD5") {
 			t.Fatalf("reload with a broken htpasswd: exit %d\n%s%s", code, out, errOut)
 		}
 		if resp, _ := mustDo("GET", "/auth", "Authorization", auth("alice", "wonderland")); resp.StatusCode != 200 {
@@ -354,7 +356,7 @@ func TestFiltersEndToEnd(t *testing.T) {
 		}
 		// paddock check names the same place.
 		_, errOut, code = runCmd(t, exec.Command("paddock", "check", cfgPath))
-		if code != exitFailed || !strings.Contains(errOut, htpasswd+":3: ") {
+		if code != command.ExitFailed || !strings.Contains(errOut, htpasswd+":3: ") {
 			t.Errorf("check: exit %d\n%s", code, errOut)
 		}
 		// A good file: the reload re-reads it.

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"paddock/internal/command"
+
 	"paddock/control"
 )
 
@@ -372,9 +374,9 @@ func TestLogsStartErrors(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var stdout, stderr strings.Builder
 			code := run(append([]string{"paddock"}, tc.args...), &stdout, &stderr)
-			wantCode := exitFailed
+			wantCode := command.ExitFailed
 			if strings.HasPrefix(tc.name, "format flag") {
-				wantCode = exitUsage // a bad flag is a bad command line
+				wantCode = command.ExitUsage // a bad flag is a bad command line
 			}
 			if code != wantCode || !strings.Contains(stderr.String(), tc.want) {
 				t.Errorf("exit %d (want %d), stderr:\n%s\nwant it to contain %q", code, wantCode, stderr.String(), tc.want)

@@ -16,8 +16,9 @@ import (
 	"testing"
 	"time"
 
+	"paddock/internal/command"
+
 	"github.com/rogpeppe/go-internal/testscript"
-	"github.com/urfave/cli/v2"
 )
 
 // TestMain lets scripts run the test binary as paddock (testscript puts it
@@ -26,6 +27,11 @@ func TestMain(m *testing.M) {
 	testscript.Main(m, map[string]func(){
 		"paddock": func() { os.Exit(run(os.Args, os.Stdout, os.Stderr)) },
 	})
+}
+
+// run runs the CLI in-process, as the binary built from main.go would.
+func run(args []string, stdout, stderr io.Writer) int {
+	return command.Run(args, stdout, stderr, command.Build{Version: version, Commit: commit})
 }
 
 func TestScripts(t *testing.T) {
@@ -327,15 +333,15 @@ func TestServeExitCodes(t *testing.T) {
 		want   int
 		stderr string
 	}{
-		{"broken app", []string{"serve", broken}, exitFailed, broken + `:2: [app:main]: no factory registered for "egg:paddock#nope"`},
-		{"bad file setting", []string{"serve", badSetting}, exitFailed, badSetting + `:3: [server:main]: workers: not an integer: "lots"`},
-		{"missing file", []string{"serve", filepath.Join(dir, "nope.ini")}, exitFailed, "nope.ini"},
-		{"bad flag value", []string{"serve", "--workers", "x", good}, exitUsage, `--workers: not an integer: "x"`},
-		{"bad log level", []string{"serve", "--log-level", "loud", good}, exitUsage, `--log-level: unknown log level "loud"`},
-		{"bad log format", []string{"serve", "--log-format", "xml", good}, exitUsage, `--log-format "xml": want text or json`},
-		{"no config", []string{"serve"}, exitUsage, "need a CONFIG argument"},
-		{"two configs", []string{"serve", good, good}, exitUsage, "give CONFIG once"},
-		{"flag after config", []string{"serve", good, "--workers", "1"}, exitUsage, "flag --workers after CONFIG"},
+		{"broken app", []string{"serve", broken}, command.ExitFailed, broken + `:2: [app:main]: no factory registered for "egg:paddock#nope"`},
+		{"bad file setting", []string{"serve", badSetting}, command.ExitFailed, badSetting + `:3: [server:main]: workers: not an integer: "lots"`},
+		{"missing file", []string{"serve", filepath.Join(dir, "nope.ini")}, command.ExitFailed, "nope.ini"},
+		{"bad flag value", []string{"serve", "--workers", "x", good}, command.ExitUsage, `--workers: not an integer: "x"`},
+		{"bad log level", []string{"serve", "--log-level", "loud", good}, command.ExitUsage, `--log-level: unknown log level "loud"`},
+		{"bad log format", []string{"serve", "--log-format", "xml", good}, command.ExitUsage, `--log-format "xml": want text or json`},
+		{"no config", []string{"serve"}, command.ExitUsage, "need a CONFIG argument"},
+		{"two configs", []string{"serve", good, good}, command.ExitUsage, "give CONFIG once"},
+		{"flag after config", []string{"serve", good, "--workers", "1"}, command.ExitUsage, "flag --workers after CONFIG"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -346,41 +352,6 @@ func TestServeExitCodes(t *testing.T) {
 			}
 			if !strings.Contains(stderr.String(), tc.stderr) {
 				t.Errorf("stderr\n%s\ndoes not contain %q", stderr.String(), tc.stderr)
-			}
-		})
-	}
-}
-
-// Values urfave/cli took from PADDOCK_* variables are left to
-// worker.Resolve, so their origin is reported as env, not flag.
-func TestCommandLineSettings(t *testing.T) {
-	t.Setenv("PADDOCK_WORKERS", "3")
-	t.Setenv("PADDOCK_KEEPALIVE", "9")
-	t.Setenv("PADDOCK_BIND", "127.0.0.1:7 127.0.0.1:8")
-	t.Setenv("PADDOCK_REUSE_PORT", "yes")
-	tests := []struct {
-		name string
-		args []string
-		want map[string]string
-	}{
-		{"env only", nil, map[string]string{}},
-		{"flags over env", []string{"--keepalive", "4", "--bind", "127.0.0.1:1", "--bind", "unix:/x", "--reuse-port", "--workers=0"},
-			map[string]string{"keepalive": "4", "bind": "127.0.0.1:1 unix:/x", "reuse_port": "true", "workers": "0"}},
-		{"switch with a value", []string{"--reuse-port=off"}, map[string]string{"reuse_port": "off"}},
-		{"gunicorn spelling", []string{"--loglevel", "debug"}, map[string]string{"loglevel": "debug"}},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			cmd := serveCommand()
-			var got map[string]string
-			cmd.Action = func(c *cli.Context) error { got = commandLineSettings(c); return nil }
-			app := &cli.App{Commands: []*cli.Command{cmd}, Writer: io.Discard, ErrWriter: io.Discard}
-			args := append(append([]string{"paddock", "serve"}, tc.args...), "x.ini")
-			if err := app.Run(args); err != nil {
-				t.Fatal(err)
-			}
-			if fmt.Sprint(got) != fmt.Sprint(tc.want) {
-				t.Errorf("got %v, want %v", got, tc.want)
 			}
 		})
 	}

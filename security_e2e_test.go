@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"paddock/internal/command"
+
 	"golang.org/x/crypto/bcrypt"
 
 	"paddock/control"
@@ -276,8 +278,8 @@ func TestSecurityNoSecretsShown(t *testing.T) {
 	check := func(name, config string) string {
 		t.Helper()
 		out, errOut, code := runCmd(t, exec.Command("paddock", "check", write(name, config)))
-		if code != exitFailed {
-			t.Fatalf("check %s: exit %d, want %d\n%s%s", name, code, exitFailed, out, errOut)
+		if code != command.ExitFailed {
+			t.Fatalf("check %s: exit %d, want %d\n%s%s", name, code, command.ExitFailed, out, errOut)
 		}
 		return out + errOut
 	}

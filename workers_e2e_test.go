@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"paddock/internal/command"
+
 	"paddock/control"
 )
 
@@ -166,7 +168,7 @@ func TestWorkersBootErrorExitCode(t *testing.T) {
 	}
 	var stdout, stderr strings.Builder
 	got := run([]string{"paddock", "serve", "--workers", "2", "--bind", fmt.Sprintf("127.0.0.1:%d", freePort(t)), cfg}, &stdout, &stderr)
-	if got != exitFailed || !strings.Contains(stderr.String(), cfg+`:2: [app:main]: no factory registered for "egg:paddock#nope"`) {
+	if got != command.ExitFailed || !strings.Contains(stderr.String(), cfg+`:2: [app:main]: no factory registered for "egg:paddock#nope"`) {
 		t.Errorf("exit %d, stderr:\n%s", got, stderr.String())
 	}
 }
@@ -289,7 +291,7 @@ func TestServeBindInUse(t *testing.T) {
 		cmd, stderr, _ := startPaddock(t, config)
 		err := cmd.Wait()
 		var ee *exec.ExitError
-		if !errors.As(err, &ee) || ee.ExitCode() != exitFailed || !strings.Contains(stderr.String(), ln.Addr().String()+": listen tcp") || !strings.Contains(stderr.String(), "address already in use") {
+		if !errors.As(err, &ee) || ee.ExitCode() != command.ExitFailed || !strings.Contains(stderr.String(), ln.Addr().String()+": listen tcp") || !strings.Contains(stderr.String(), "address already in use") {
 			t.Errorf("workers=%s: exit %v, stderr:\n%s", workers, err, stderr.String())
 		}
 	}

@@ -18,5 +18,5 @@
 // Both pages are rendered with go-md2man; the .TH line carries no date
 // unless Options.Date sets one, so a page is the same on every run and
 // the committed man/paddock.8 and man/paddock.ini.5 can be compared with a
-// fresh rendering (TestManPages in package main).
+// fresh rendering (TestManPages in internal/command).
 package man

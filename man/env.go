@@ -22,7 +22,7 @@ type EnvVar struct {
 
 // Environ lists the variables paddock reads or sets besides the PADDOCK_*
 // variables of its flags (those are derived from the app and
-// worker.Known()). TestManPages in package main checks this list against
+// worker.Known()). TestManPages in internal/command checks this list against
 // the variable names in the code, both ways: a variable the code reads
 // must be here or on a flag, and every one here must still be in the code.
 var Environ = []EnvVar{

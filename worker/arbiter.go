@@ -109,7 +109,7 @@ type ArbiterOptions struct {
 	// Version is the binary's version, shown in Status.
 	Version string
 	// Upgrader, if set, is the socket hand-off for binary upgrades (USR2,
-	// Upgrade): tableflip through cmd_serve.go's lazyUpgrader, the
+	// Upgrade): tableflip through internal/command/cmd_serve.go's lazyUpgrader, the
 	// Opener above. Nil makes Upgrade answer control.ErrNotImplemented.
 	// When it HasParent (this master is the new one of an upgrade), the
 	// pidfile is written once every worker is ready, right before

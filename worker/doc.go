@@ -44,7 +44,7 @@
 // after 5 s, so a stopped worker never blocks the master.
 //
 // Reload: HUP, POST /v1/reload and the config watcher (package
-// reload, wired in cmd_watch.go; watch_config, on by default, workers >= 1
+// reload, wired in internal/command/cmd_watch.go; watch_config, on by default, workers >= 1
 // only) all run Arbiter.reload. The master validates everything first:
 // the whole pipeline (pipeline.Load, then Close), the settings (the
 // Reload hook resolves them with the same flags and environment as at

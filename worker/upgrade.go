@@ -15,7 +15,7 @@ import (
 )
 
 // Upgrader is the binary-upgrade half of tableflip's Upgrader, as the
-// master uses it (cmd_serve.go's lazyUpgrader satisfies it):
+// master uses it (internal/command/cmd_serve.go's lazyUpgrader satisfies it):
 //
 //   - Upgrade starts the executable the master was started from (tableflip
 //     runs os.Args[0] in the initial working directory) with every socket

@@ -1,4 +1,4 @@
-package main
+package command
 
 import (
 	"fmt"
@@ -6,13 +6,6 @@ import (
 	"runtime"
 	"runtime/debug"
 )
-
-// commit is set at build time with -ldflags "-X main.commit=$(git rev-parse
-// --short HEAD)". Without it, `paddock version` uses the revision go build
-// stamps into the binary (vcs.revision), which it only does with
-// -buildvcs (this repository's GOFLAGS say -buildvcs=false, and a build
-// outside a checkout has none).
-var commit = ""
 
 // buildInfo is what `paddock version` prints.
 type buildInfo struct {
@@ -55,7 +48,7 @@ func readBuildInfo(version, commit string, bi *debug.BuildInfo) buildInfo {
 // printVersion writes the version, the commit and the Go toolchain.
 func printVersion(w io.Writer) error {
 	bi, _ := debug.ReadBuildInfo()
-	info := readBuildInfo(version, commit, bi)
+	info := readBuildInfo(build.Version, build.Commit, bi)
 	_, err := fmt.Fprintf(w, "paddock %s\ncommit: %s\ngo: %s %s/%s\n", info.version, info.commit, info.goVersion, runtime.GOOS, runtime.GOARCH)
 	if err != nil {
 		return fmt.Errorf("version: %w", err)

@@ -1,4 +1,4 @@
-package main
+package command
 
 import (
 	"fmt"
@@ -24,22 +24,22 @@ func manCommand() *cli.Command {
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
-				return cli.Exit(fmt.Sprintf("paddock man: unexpected argument %q (want --section 8 or 5)", c.Args().First()), exitUsage)
+				return cli.Exit(fmt.Sprintf("paddock man: unexpected argument %q (want --section 8 or 5)", c.Args().First()), ExitUsage)
 			}
 			var opt man.Options
 			if epoch, ok := os.LookupEnv("SOURCE_DATE_EPOCH"); ok {
 				date, err := man.DateFromEpoch(epoch)
 				if err != nil {
-					return cli.Exit("paddock man: "+err.Error(), exitUsage)
+					return cli.Exit("paddock man: "+err.Error(), ExitUsage)
 				}
 				opt.Date = date
 			}
 			page, err := manPage(c.String("section"), opt)
 			if err != nil {
-				return cli.Exit("paddock man: "+err.Error(), exitUsage)
+				return cli.Exit("paddock man: "+err.Error(), ExitUsage)
 			}
 			if _, err := c.App.Writer.Write(page); err != nil {
-				return cli.Exit(fmt.Sprintf("paddock man: write: %v", err), exitFailed)
+				return cli.Exit(fmt.Sprintf("paddock man: write: %v", err), ExitFailed)
 			}
 			return nil
 		},
@@ -71,11 +71,11 @@ func manPage(section string, opt man.Options) ([]byte, error) {
 // app.go.
 func exitStatuses() []man.ExitStatus {
 	return []man.ExitStatus{
-		{Code: exitOK, Meaning: "Success; for serve, a requested stop (TERM, INT, QUIT, ctl stop)."},
-		{Code: exitFailed, Meaning: "The operation failed: a broken config (one 'file:line: [section]: message' line per problem on stderr), " +
+		{Code: ExitOK, Meaning: "Success; for serve, a requested stop (TERM, INT, QUIT, ctl stop)."},
+		{Code: ExitFailed, Meaning: "The operation failed: a broken config (one 'file:line: [section]: message' line per problem on stderr), " +
 			"serving failed, or a ctl command the master refused."},
-		{Code: exitUsage, Meaning: "A bad command line; check --graph json: the config did not load (the JSON names the error)."},
-		{Code: exitNoReach, Meaning: "ctl: the control socket cannot be reached (the message names the path tried and how to set it)."},
-		{Code: exitBootError, Meaning: "serve: no worker could boot at first start (gunicorn's WORKER_BOOT_ERROR); the worker's error is printed."},
+		{Code: ExitUsage, Meaning: "A bad command line; check --graph json: the config did not load (the JSON names the error)."},
+		{Code: ExitNoReach, Meaning: "ctl: the control socket cannot be reached (the message names the path tried and how to set it)."},
+		{Code: ExitBootError, Meaning: "serve: no worker could boot at first start (gunicorn's WORKER_BOOT_ERROR); the worker's error is printed."},
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package command
 
 import (
 	"errors"
@@ -27,40 +27,40 @@ func checkCommand() *cli.Command {
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
-				return cli.Exit("paddock check: need exactly one CONFIG argument", exitUsage)
+				return cli.Exit("paddock check: need exactly one CONFIG argument", ExitUsage)
 			}
 			path := c.Args().First()
 			kind := pipeline.ObjectKind(c.String("kind"))
 			switch kind {
 			case pipeline.ObjectApp, pipeline.ObjectFilter, pipeline.ObjectServer:
 			default:
-				return cli.Exit(fmt.Sprintf("paddock check: --kind %q: want app, filter or server", kind), exitUsage)
+				return cli.Exit(fmt.Sprintf("paddock check: --kind %q: want app, filter or server", kind), ExitUsage)
 			}
 			switch c.String("graph") {
 			case "json":
 				out, ok := pipeline.GraphJSON(path, c.String("name"), kind)
 				c.App.Writer.Write(out)
 				if !ok {
-					return cli.Exit("", exitUsage)
+					return cli.Exit("", ExitUsage)
 				}
 				return nil
 			case "text":
 				g, err := pipeline.Graph(path, c.String("name"), kind)
 				if err != nil {
-					return cli.Exit(formatErrors(err), exitFailed)
+					return cli.Exit(formatErrors(err), ExitFailed)
 				}
 				fmt.Fprint(c.App.Writer, pipeline.GraphText(g))
 				return nil
 			case "dot":
 				g, err := pipeline.Graph(path, c.String("name"), kind)
 				if err != nil {
-					return cli.Exit(formatErrors(err), exitFailed)
+					return cli.Exit(formatErrors(err), ExitFailed)
 				}
 				fmt.Fprint(c.App.Writer, pipeline.GraphDot(g))
 				return nil
 			case "":
 			default:
-				return cli.Exit(fmt.Sprintf("paddock check: --graph %q: want json, text or dot", c.String("graph")), exitUsage)
+				return cli.Exit(fmt.Sprintf("paddock check: --graph %q: want json, text or dot", c.String("graph")), ExitUsage)
 			}
 			res, err := pipeline.Check(pipeline.LoadOptions{Path: path, Name: c.String("name"), Kind: kind, Registry: pipeline.NewDefaultRegistry()})
 			for _, w := range res.Warnings {
@@ -71,13 +71,13 @@ func checkCommand() *cli.Command {
 				// (access_log_format, workers...) are config errors.
 				if serr := checkServerSettings(path); serr != nil {
 					if err == nil {
-						return cli.Exit(serr.Error(), exitFailed)
+						return cli.Exit(serr.Error(), ExitFailed)
 					}
-					return cli.Exit(formatErrors(err)+"\n"+serr.Error(), exitFailed)
+					return cli.Exit(formatErrors(err)+"\n"+serr.Error(), ExitFailed)
 				}
 			}
 			if err != nil {
-				return cli.Exit(formatErrors(err), exitFailed)
+				return cli.Exit(formatErrors(err), ExitFailed)
 			}
 			fmt.Fprintf(c.App.Writer, "%s: ok\n", path)
 			return nil

@@ -1,4 +1,4 @@
-package main
+package command
 
 import (
 	"errors"
@@ -32,7 +32,7 @@ func serveCommand() *cli.Command {
 		&cli.StringFlag{Name: "log-format", EnvVars: []string{"PADDOCK_LOG_FORMAT"}, Value: "text", Usage: "log `FORMAT`: text or json",
 			Action: func(_ *cli.Context, v string) error {
 				if v != "text" && v != "json" {
-					return cli.Exit(fmt.Sprintf("paddock serve: --log-format %q: want text or json", v), exitUsage)
+					return cli.Exit(fmt.Sprintf("paddock serve: --log-format %q: want text or json", v), ExitUsage)
 				}
 				return nil
 			}},
@@ -81,29 +81,29 @@ func serveAction(c *cli.Context) error {
 	for _, a := range c.Args().Tail() {
 		if strings.HasPrefix(a, "-") {
 			// urfave/cli stops parsing flags at the first argument.
-			return cli.Exit(fmt.Sprintf("paddock serve: flag %s after CONFIG: put flags before CONFIG", a), exitUsage)
+			return cli.Exit(fmt.Sprintf("paddock serve: flag %s after CONFIG: put flags before CONFIG", a), ExitUsage)
 		}
 	}
 	switch {
 	case c.NArg() == 1 && path == "":
 		path = c.Args().First()
 	case c.NArg() > 1 || (c.NArg() == 1 && path != ""):
-		return cli.Exit("paddock serve: give CONFIG once: as the argument or with --config", exitUsage)
+		return cli.Exit("paddock serve: give CONFIG once: as the argument or with --config", ExitUsage)
 	case path == "":
-		return cli.Exit("paddock serve: need a CONFIG argument", exitUsage)
+		return cli.Exit("paddock serve: need a CONFIG argument", ExitUsage)
 	}
 	stderr := c.App.ErrWriter
 
 	server, loadWarnings, err := worker.LoadServer(path, c.String("server"), nil)
 	if err != nil {
-		return cli.Exit(err.Error(), exitFailed)
+		return cli.Exit(err.Error(), ExitFailed)
 	}
 	settings, warnings, err := worker.Resolve(worker.Input{Flags: commandLineSettings(c), Server: server})
 	if err != nil {
 		return cli.Exit(err.Error(), settingsExitCode(err))
 	}
 	if _, err := worker.ApplyActivation(settings); err != nil {
-		return cli.Exit("paddock serve: "+err.Error(), exitFailed)
+		return cli.Exit("paddock serve: "+err.Error(), ExitFailed)
 	}
 
 	// The error log (errorlog: stderr or a file) takes the master's and,
@@ -111,7 +111,7 @@ func serveAction(c *cli.Context) error {
 	// opened is a config error naming it (worker/logs.go).
 	errLog, err := worker.OpenErrorLog(settings, stderr)
 	if err != nil {
-		return cli.Exit(err.Error(), exitFailed)
+		return cli.Exit(err.Error(), ExitFailed)
 	}
 	defer func() {
 		if err := errLog.Close(); err != nil {
@@ -126,12 +126,12 @@ func serveAction(c *cli.Context) error {
 	errLog.SetLogger(log.Named(logname.Master))
 	worker.LogWarnings(log.Named(logname.Master), append(loadWarnings, warnings...))
 	if err := worker.PrepareLogs(settings); err != nil {
-		return cli.Exit(err.Error(), exitFailed)
+		return cli.Exit(err.Error(), ExitFailed)
 	}
 
 	if settings.Workers == 0 {
 		if settings.User != "" || settings.Group != "" {
-			return cli.Exit("paddock serve: user and group need workers >= 1 (the master keeps its own user)", exitFailed)
+			return cli.Exit("paddock serve: user and group need workers >= 1 (the master keeps its own user)", ExitFailed)
 		}
 		if o := settings.Origins["control_socket"]; o.Source != worker.SourceDefault {
 			// The control API drives a master; in-process serving has none.
@@ -145,7 +145,7 @@ func serveAction(c *cli.Context) error {
 			Settings:      settings,
 			Logger:        log,
 			Registry:      pipeline.NewDefaultRegistry(),
-			Version:       version,
+			Version:       build.Version,
 			Opener:        upg,
 			OnReady:       func([]net.Addr) { _ = upg.Ready() },
 			StopListening: upg.Stop,
@@ -161,16 +161,16 @@ func serveAction(c *cli.Context) error {
 	}
 	var boot *worker.BootError
 	if errors.As(err, &boot) {
-		return cli.Exit("paddock serve: "+err.Error(), exitBootError)
+		return cli.Exit("paddock serve: "+err.Error(), ExitBootError)
 	}
 	var (
 		one  *pipeline.Error
 		list pipeline.ErrorList
 	)
 	if errors.As(err, &one) || errors.As(err, &list) {
-		return cli.Exit(err.Error(), exitFailed) // file:line lines, as check prints them
+		return cli.Exit(err.Error(), ExitFailed) // file:line lines, as check prints them
 	}
-	return cli.Exit("paddock serve: "+err.Error(), exitFailed)
+	return cli.Exit("paddock serve: "+err.Error(), ExitFailed)
 }
 
 // runArbiter runs the master of workers (workers >= 1). A reload (HUP,
@@ -205,7 +205,7 @@ func runArbiter(ctx context.Context, c *cli.Context, path string, settings *work
 		if err != nil {
 			return fmt.Errorf("control socket %s (%s): %w", sockPath, how, err)
 		}
-		ctl = control.NewServer(control.ServerOptions{Controller: arb, Logger: log, Version: version})
+		ctl = control.NewServer(control.ServerOptions{Controller: arb, Logger: log, Version: build.Version})
 		ctlDone = make(chan error, 1)
 		ctlSock = ln
 		ctlLn = &handoffListener{Listener: ln}
@@ -250,7 +250,7 @@ func runArbiter(ctx context.Context, c *cli.Context, path string, settings *work
 			}
 			return askNewMaster(ctx, sockPath)
 		},
-		Version: version,
+		Version: build.Version,
 		// Workers log into the error log (through the master when it is
 		// a file); accesslog = - is the master's stdout.
 		Stderr:     errLog.Writer(),
@@ -547,8 +547,8 @@ func fromEnv(st worker.Setting, v string) bool {
 	return false
 }
 
-// settingsExitCode is exitUsage when every problem is a flag (a bad
-// command line), else exitFailed.
+// settingsExitCode is ExitUsage when every problem is a flag (a bad
+// command line), else ExitFailed.
 func settingsExitCode(err error) int {
 	var errs []error
 	if j, ok := err.(interface{ Unwrap() []error }); ok {
@@ -559,10 +559,10 @@ func settingsExitCode(err error) int {
 	for _, e := range errs {
 		var se *worker.SettingError
 		if !errors.As(e, &se) || se.Origin.Source != worker.SourceFlag {
-			return exitFailed
+			return ExitFailed
 		}
 	}
-	return exitUsage
+	return ExitUsage
 }
 
 // switchValue is a flag value that, like a bool flag, may be given alone

@@ -1,4 +1,4 @@
-package main
+package command
 
 import (
 	"bytes"
@@ -43,9 +43,9 @@ func ctlCommand() *cli.Command {
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() == 0 {
-				return cli.Exit("paddock ctl: need a command: status, workers, reload, upgrade, stop, config, pipeline, logs, listeners or upstreams", exitUsage)
+				return cli.Exit("paddock ctl: need a command: status, workers, reload, upgrade, stop, config, pipeline, logs, listeners or upstreams", ExitUsage)
 			}
-			return cli.Exit(fmt.Sprintf("paddock ctl: unknown command %q (want status, workers, reload, upgrade, stop, config, pipeline, logs, listeners or upstreams)", c.Args().First()), exitUsage)
+			return cli.Exit(fmt.Sprintf("paddock ctl: unknown command %q (want status, workers, reload, upgrade, stop, config, pipeline, logs, listeners or upstreams)", c.Args().First()), ExitUsage)
 		},
 		Subcommands: []*cli.Command{
 			ctlLeaf("status", "show the master's state", "", 0, nil, ctlStatus),
@@ -55,7 +55,7 @@ func ctlCommand() *cli.Command {
 				Flags: []cli.Flag{jsonFlag()},
 				Action: func(c *cli.Context) error {
 					if c.NArg() > 0 {
-						return cli.Exit(fmt.Sprintf("paddock ctl workers: unknown command %q (want list, add, remove, set or kill)", c.Args().First()), exitUsage)
+						return cli.Exit(fmt.Sprintf("paddock ctl workers: unknown command %q (want list, add, remove, set or kill)", c.Args().First()), ExitUsage)
 					}
 					return runCtl(c, 0, nil, ctlWorkersList)
 				},
@@ -81,7 +81,7 @@ func ctlCommand() *cli.Command {
 				Flags: []cli.Flag{jsonFlag(), rawFlag()},
 				Action: func(c *cli.Context) error {
 					if c.NArg() > 0 {
-						return cli.Exit(fmt.Sprintf("paddock ctl config: unknown command %q (want show or check)", c.Args().First()), exitUsage)
+						return cli.Exit(fmt.Sprintf("paddock ctl config: unknown command %q (want show or check)", c.Args().First()), ExitUsage)
 					}
 					return runCtl(c, 0, nil, ctlConfigShow)
 				},
@@ -96,7 +96,7 @@ func ctlCommand() *cli.Command {
 				Name:  "logs",
 				Usage: "reopen log files (USR1): logs reopen",
 				Action: func(c *cli.Context) error {
-					return cli.Exit("paddock ctl logs: need a command: reopen", exitUsage)
+					return cli.Exit("paddock ctl logs: need a command: reopen", ExitUsage)
 				},
 				Subcommands: []*cli.Command{ctlLeaf("reopen", "reopen log files in master and workers", "", 0, nil, ctlReopen)},
 			},
@@ -155,12 +155,12 @@ func runCtl(c *cli.Context, maxArgs int, flags []cli.Flag, fn func(*ctlRun) erro
 				r.trailing[canon] = true
 				continue
 			}
-			return cli.Exit(fmt.Sprintf("paddock ctl %s: unknown flag %s (flags with a value go before the arguments)", c.Command.Name, a), exitUsage)
+			return cli.Exit(fmt.Sprintf("paddock ctl %s: unknown flag %s (flags with a value go before the arguments)", c.Command.Name, a), ExitUsage)
 		}
 		r.args = append(r.args, a)
 	}
 	if len(r.args) > maxArgs {
-		return cli.Exit(fmt.Sprintf("paddock ctl %s: too many arguments: %s", c.Command.Name, strings.Join(r.args, " ")), exitUsage)
+		return cli.Exit(fmt.Sprintf("paddock ctl %s: too many arguments: %s", c.Command.Name, strings.Join(r.args, " ")), ExitUsage)
 	}
 	r.json = r.trailing["json"]
 	for _, x := range c.Lineage() {
@@ -172,13 +172,13 @@ func runCtl(c *cli.Context, maxArgs int, flags []cli.Flag, fn func(*ctlRun) erro
 	if explicit != "" {
 		abs, err := filepath.Abs(explicit)
 		if err != nil {
-			return cli.Exit(fmt.Sprintf("paddock ctl: --socket %q: %v", explicit, err), exitUsage)
+			return cli.Exit(fmt.Sprintf("paddock ctl: --socket %q: %v", explicit, err), ExitUsage)
 		}
 		explicit = abs
 	}
 	path, how, err := control.SocketPath(explicit, pidfile, os.LookupEnv)
 	if err != nil {
-		return cli.Exit("paddock ctl: "+err.Error(), exitUsage)
+		return cli.Exit("paddock ctl: "+err.Error(), ExitUsage)
 	}
 	if explicit != "" {
 		how = "from --socket / PADDOCK_CTL_SOCKET"
@@ -191,7 +191,7 @@ func runCtl(c *cli.Context, maxArgs int, flags []cli.Flag, fn func(*ctlRun) erro
 		}
 	}
 	if timeout <= 0 {
-		return cli.Exit(fmt.Sprintf("paddock ctl: --timeout %s: want a positive duration", timeout), exitUsage)
+		return cli.Exit(fmt.Sprintf("paddock ctl: --timeout %s: want a positive duration", timeout), ExitUsage)
 	}
 	r.client = &control.Client{Path: path, How: how, Timeout: timeout}
 	if r.json {
@@ -235,7 +235,7 @@ func ctlError(err error) error {
 	)
 	switch {
 	case errors.As(err, &us):
-		return cli.Exit("paddock ctl: "+us.msg, exitUsage)
+		return cli.Exit("paddock ctl: "+us.msg, ExitUsage)
 	case errors.As(err, &ue):
 		how := ""
 		if ue.How != "" {
@@ -243,16 +243,16 @@ func ctlError(err error) error {
 		}
 		return cli.Exit(fmt.Sprintf("paddock ctl: cannot reach the control socket %s%s: %v\n"+
 			"Is the master running? Name its socket with --socket or PADDOCK_CTL_SOCKET (the master's control_socket / --ctl-socket),\n"+
-			"or its pidfile with --pidfile or PADDOCK_PIDFILE.", ue.Path, how, ue.Err), exitNoReach)
+			"or its pidfile with --pidfile or PADDOCK_PIDFILE.", ue.Path, how, ue.Err), ExitNoReach)
 	case errors.As(err, &ae):
 		var b strings.Builder
 		b.WriteString("paddock ctl: " + ae.Message)
 		for _, p := range ae.Details {
 			b.WriteString("\n" + formatProblem(p))
 		}
-		return cli.Exit(b.String(), exitFailed)
+		return cli.Exit(b.String(), ExitFailed)
 	}
-	return cli.Exit("paddock ctl: "+err.Error(), exitFailed)
+	return cli.Exit("paddock ctl: "+err.Error(), ExitFailed)
 }
 
 // formatProblem prints a problem as check does: file:line: [section]: message.

@@ -1,4 +1,4 @@
-package main
+package command
 
 import (
 	"bytes"
@@ -21,13 +21,13 @@ import (
 	"paddock/man"
 )
 
-// update rewrites golden files: go test -run TestManPages -update .
+// update rewrites golden files: go test -run TestManPages -update ./internal/command/internal/command
 var update = flag.Bool("update", false, "rewrite the committed man pages (man/paddock.8, man/paddock.ini.5)")
 
 // manFiles are the committed pages, by section.
 var manFiles = []struct{ section, path string }{
-	{"8", "man/paddock.8"},
-	{"5", "man/paddock.ini.5"},
+	{"8", "../../man/paddock.8"},
+	{"5", "../../man/paddock.ini.5"},
 }
 
 // TestManPages regenerates both pages and compares them with the committed
@@ -49,17 +49,17 @@ func TestManPages(t *testing.T) {
 			}
 			want, err := os.ReadFile(mf.path)
 			if err != nil {
-				t.Fatalf("%v\nrender it with: go test -run TestManPages -update .", err)
+				t.Fatalf("%v\nrender it with: go test -run TestManPages -update ./internal/command", err)
 			}
 			if !bytes.Equal(got, want) {
-				t.Errorf("%s is stale (the CLI, worker.Known(), the registry or man/*.md changed):\n%s\nregenerate it with: go test -run TestManPages -update .",
+				t.Errorf("%s is stale (the CLI, worker.Known(), the registry or man/*.md changed):\n%s\nregenerate it with: go test -run TestManPages -update ./internal/command",
 					mf.path, firstDiff(want, got))
 			}
 
 			// paddock man prints the same bytes.
 			t.Setenv("SOURCE_DATE_EPOCH", "")
 			var stdout, stderr bytes.Buffer
-			if code := run([]string{"paddock", "man", "--section", mf.section}, &stdout, &stderr); code != exitOK {
+			if code := Run([]string{"paddock", "man", "--section", mf.section}, &stdout, &stderr, Build{}); code != ExitOK {
 				t.Fatalf("paddock man --section %s: exit %d: %s", mf.section, code, stderr.String())
 			}
 			if !bytes.Equal(stdout.Bytes(), got) {
@@ -119,23 +119,23 @@ func TestManCommand(t *testing.T) {
 		wantCode int
 		want     string // in stdout, or in stderr when wantCode != 0
 	}{
-		{"default is 8", []string{"man"}, "", exitOK, "\n.TH PADDOCK 8 \"\" \"paddock\" \"System Manager's Manual\"\n"},
-		{"section 5", []string{"man", "-s", "5"}, "", exitOK, "\n.TH PADDOCK.INI 5 \"\" \"paddock\" \"File Formats Manual\"\n"},
-		{"dated", []string{"man", "--section", "8"}, "86400", exitOK, "\n.TH PADDOCK 8 \"1970-01-02\" \"paddock\""},
-		{"bad section", []string{"man", "--section", "1"}, "", exitUsage, `--section "1": want 8 (paddock) or 5 (paddock.ini)`},
-		{"argument", []string{"man", "5"}, "", exitUsage, `unexpected argument "5"`},
-		{"bad epoch", []string{"man"}, "yesterday", exitUsage, "SOURCE_DATE_EPOCH"},
+		{"default is 8", []string{"man"}, "", ExitOK, "\n.TH PADDOCK 8 \"\" \"paddock\" \"System Manager's Manual\"\n"},
+		{"section 5", []string{"man", "-s", "5"}, "", ExitOK, "\n.TH PADDOCK.INI 5 \"\" \"paddock\" \"File Formats Manual\"\n"},
+		{"dated", []string{"man", "--section", "8"}, "86400", ExitOK, "\n.TH PADDOCK 8 \"1970-01-02\" \"paddock\""},
+		{"bad section", []string{"man", "--section", "1"}, "", ExitUsage, `--section "1": want 8 (paddock) or 5 (paddock.ini)`},
+		{"argument", []string{"man", "5"}, "", ExitUsage, `unexpected argument "5"`},
+		{"bad epoch", []string{"man"}, "yesterday", ExitUsage, "SOURCE_DATE_EPOCH"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Setenv("SOURCE_DATE_EPOCH", tc.epoch)
 			var stdout, stderr bytes.Buffer
-			code := run(append([]string{"paddock"}, tc.args...), &stdout, &stderr)
+			code := Run(append([]string{"paddock"}, tc.args...), &stdout, &stderr, Build{})
 			if code != tc.wantCode {
 				t.Fatalf("exit %d, want %d; stderr: %s", code, tc.wantCode, stderr.String())
 			}
 			out := stdout.String()
-			if code != exitOK {
+			if code != ExitOK {
 				out = stderr.String()
 				if stdout.Len() > 0 {
 					t.Errorf("stdout on failure: %.200s", stdout.String())
@@ -153,7 +153,7 @@ func TestManCommand(t *testing.T) {
 // documented (exactly, or by a family such as PADDOCK_WORKER_*), and every
 // variable man.Environ documents is still in the code.
 func TestManEnvironment(t *testing.T) {
-	inCode := envVarsInCode(t, ".")
+	inCode := envVarsInCode(t, "../..") // the whole module
 	if len(inCode) < 10 {
 		t.Fatalf("found only %d variables in the code; the scan is broken: %v", len(inCode), inCode)
 	}

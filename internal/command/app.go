@@ -1,4 +1,4 @@
-package main
+package command
 
 import (
 	"errors"
@@ -8,27 +8,39 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
+// Build is what the release build stamps into the binary (main's
+// -ldflags "-X main.version=... -X main.commit=...").
+type Build struct {
+	Version string
+	// Commit is "" when the build did not set it: `paddock version` then
+	// uses the revision go build stamped (vcs.revision), if any.
+	Commit string
+}
+
+// build is the running binary's Build, set by Run.
+var build = Build{Version: "dev"}
 
 // Exit statuses.
 const (
-	exitOK      = 0
-	exitFailed  = 1 // the operation failed (check: the config has errors)
-	exitUsage   = 2 // bad command line; check --graph: the load failed
-	exitNoReach = 3 // ctl: cannot reach the control socket
-	// exitBootError: serve: no worker could boot at first start
+	ExitOK      = 0
+	ExitFailed  = 1 // the operation failed (check: the config has errors)
+	ExitUsage   = 2 // bad command line; check --graph: the load failed
+	ExitNoReach = 3 // ctl: cannot reach the control socket
+	// ExitBootError: serve: no worker could boot at first start
 	// (gunicorn's WORKER_BOOT_ERROR); the worker's error is printed.
-	exitBootError = 3
+	ExitBootError = 3
 )
 
-// run builds the CLI and runs it, returning the exit status. Tests call it
+// Run builds the CLI and runs it, returning the exit status. Tests call it
 // in-process with their own writers.
-func run(args []string, stdout, stderr io.Writer) int {
+func Run(args []string, stdout, stderr io.Writer, b Build) int {
+	if b.Version != "" {
+		build = b
+	}
 	app := newApp(stdout, stderr)
 	err := app.Run(args)
 	if err == nil {
-		return exitOK
+		return ExitOK
 	}
 	var ec cli.ExitCoder
 	if errors.As(err, &ec) {
@@ -38,14 +50,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return ec.ExitCode()
 	}
 	fmt.Fprintln(stderr, "paddock:", err)
-	return exitUsage
+	return ExitUsage
 }
 
 func newApp(stdout, stderr io.Writer) *cli.App {
 	return &cli.App{
 		Name:                 "paddock",
 		Usage:                "serve HTTP through paste.deploy INI pipelines, gunicorn style",
-		Version:              version,
+		Version:              build.Version,
 		Writer:               stdout,
 		ErrWriter:            stderr,
 		HideVersion:          true,
