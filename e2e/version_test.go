@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"debug/elf"
@@ -34,9 +34,9 @@ func TestVersionReleaseBuild(t *testing.T) {
 	dir := t.TempDir()
 	release, vcs := filepath.Join(dir, "paddock-release"), filepath.Join(dir, "paddock-vcs")
 	rev, gitErr := exec.Command("git", "rev-parse", "HEAD").Output()
-	builds := [][]string{{"build", "-trimpath", "-ldflags", "-s -w -X main.version=v9.8.7 -X main.commit=abc1234", "-o", release, "."}}
+	builds := [][]string{{"build", "-trimpath", "-ldflags", "-s -w -X main.version=v9.8.7 -X main.commit=abc1234", "-o", release, repoRoot}}
 	if gitErr == nil {
-		builds = append(builds, []string{"build", "-buildvcs=true", "-o", vcs, "."})
+		builds = append(builds, []string{"build", "-buildvcs=true", "-o", vcs, repoRoot})
 	}
 	var wg sync.WaitGroup
 	errs := make([]error, len(builds))

@@ -1,10 +1,9 @@
-package main
+package e2e
 
 import (
 	"bytes"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -28,6 +27,15 @@ func TestMain(m *testing.M) {
 		"paddock": func() { os.Exit(run(os.Args, os.Stdout, os.Stderr)) },
 	})
 }
+
+// repoRoot is the module's root, where the binary's main package is.
+const repoRoot = ".."
+
+// version and commit are main's defaults: an unstamped build.
+var (
+	version = "dev"
+	commit  = ""
+)
 
 // run runs the CLI in-process, as the binary built from main.go would.
 func run(args []string, stdout, stderr io.Writer) int {
@@ -60,16 +68,15 @@ func TestScripts(t *testing.T) {
 const waitTimeout = 10 * time.Second
 
 // freeport NAME: set $NAME to a TCP port on 127.0.0.1 that was free a
-// moment ago. (A bind to :0 would be free for sure, but its port is only in
-// the server's log, which a script sees after the server exits.)
+// moment ago, from below the ephemeral range (allocPort). (A bind to :0
+// would be free for sure, but its port is only in the server's log, which
+// a script sees after the server exits.)
 func cmdFreeport(ts *testscript.TestScript, neg bool, args []string) {
 	if neg || len(args) != 1 {
 		ts.Fatalf("usage: freeport NAME")
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := allocPort()
 	ts.Check(err)
-	port := ln.Addr().(*net.TCPAddr).Port
-	ts.Check(ln.Close())
 	ts.Setenv(args[0], strconv.Itoa(port))
 }
 

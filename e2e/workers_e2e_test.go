@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"context"
@@ -53,16 +53,6 @@ func startPaddock(t *testing.T, config string, args ...string) (*exec.Cmd, *stri
 		}
 	})
 	return cmd, &stderr, pidfile
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 func waitFor(t *testing.T, what string, d time.Duration, ok func() bool) {

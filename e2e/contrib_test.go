@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"bufio"
@@ -91,7 +91,7 @@ func TestContribSystemd(t *testing.T) {
 		{"paddock@.service", "/etc/paddock/%i.ini", "paddock/%i", "/run/paddock/%i/ctl.sock"},
 	} {
 		t.Run(c.file, func(t *testing.T) {
-			u := parseUnit(t, filepath.Join("contrib", "systemd", c.file))
+			u := parseUnit(t, filepath.Join(repoRoot, "contrib", "systemd", c.file))
 			want := map[string]string{
 				"Type": "notify-reload", "NotifyAccess": "all", "KillMode": "mixed", "OOMPolicy": "continue",
 				"RuntimeDirectory": c.runtimeDir, "NoNewPrivileges": "yes", "ProtectSystem": "strict",
@@ -129,14 +129,14 @@ func TestContribSystemd(t *testing.T) {
 		})
 	}
 
-	s := parseUnit(t, filepath.Join("contrib", "systemd", "paddock-http.socket"))
+	s := parseUnit(t, filepath.Join(repoRoot, "contrib", "systemd", "paddock-http.socket"))
 	if s.get("Socket", "FileDescriptorName") != "http" || s.get("Socket", "Service") != "paddock.service" || s.get("Socket", "ListenStream") == "" {
 		t.Errorf("paddock-http.socket: %v", s.keys)
 	}
 
 	// ExecReload of the pre-253 variant, against a real master.
 	m := startCtlMaster(t, 1, "hi")
-	reload := parseUnit(t, filepath.Join("contrib", "systemd", "paddock.service")).commented(t, "ExecReload")
+	reload := parseUnit(t, filepath.Join(repoRoot, "contrib", "systemd", "paddock.service")).commented(t, "ExecReload")
 	args := strings.Fields(strings.ReplaceAll(reload, "/run/paddock/ctl.sock", m.sock))[1:]
 	out, errOut, code := runCmd(t, exec.Command("paddock", args...))
 	if code != 0 || !strings.Contains(out, "generation 1") {
@@ -172,7 +172,7 @@ func verifyUnits(t *testing.T) {
 	dir := t.TempDir()
 	names := []string{"paddock.service", "paddock@.service", "paddock-http.socket"}
 	for _, name := range names {
-		b, err := os.ReadFile(filepath.Join("contrib", "systemd", name))
+		b, err := os.ReadFile(filepath.Join(repoRoot, "contrib", "systemd", name))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -201,7 +201,7 @@ func verifyUnits(t *testing.T) {
 // TestContribLogrotate runs the postrotate command of the logrotate
 // stanza against a real master.
 func TestContribLogrotate(t *testing.T) {
-	b, err := os.ReadFile(filepath.Join("contrib", "logrotate.d", "paddock"))
+	b, err := os.ReadFile(filepath.Join(repoRoot, "contrib", "logrotate.d", "paddock"))
 	if err != nil {
 		t.Fatal(err)
 	}

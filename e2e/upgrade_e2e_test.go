@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"context"
@@ -34,7 +34,7 @@ func buildUpgradeBinaries(t *testing.T, dir string) (v1, v2 string) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			cmd := exec.Command("go", "build", "-ldflags", "-X main.version="+v, "-o", filepath.Join(dir, "paddock-"+v), ".")
+			cmd := exec.Command("go", "build", "-ldflags", "-X main.version="+v, "-o", filepath.Join(dir, "paddock-"+v), repoRoot)
 			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 			if msg, err := cmd.CombinedOutput(); err != nil {
 				errs[i] = fmt.Errorf("go build %s: %w\n%s", v, err, msg)

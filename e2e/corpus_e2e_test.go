@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"bufio"
@@ -28,7 +28,7 @@ import (
 // The hostile-request corpus (issue 8): every request of
 // gunicorn's and llhttp's test suites, sent to the real server in one
 // write and in random small pieces, then half-closed. The full corpus is
-// ../shared/corpora/http (see its README); testdata/corpus is the subset
+// ../shared/corpora/http (see its README); e2e/testdata/corpus is the subset
 // used without it.
 
 // corpusCase is one .bin of either manifest.
@@ -75,7 +75,7 @@ type observed struct {
 // testdata/corpus.
 func loadCorpus(t *testing.T) (string, []corpusCase) {
 	t.Helper()
-	root := filepath.Join("..", "shared", "corpora", "http")
+	root := filepath.Join(repoRoot, "..", "shared", "corpora", "http")
 	if _, err := os.Stat(filepath.Join(root, "gunicorn", "manifest.json")); err != nil {
 		root = filepath.Join("testdata", "corpus")
 	}
