@@ -183,7 +183,7 @@ func TestSoak(t *testing.T) {
 	// sample.
 	sample := func(events int, last bool) {
 		load.finish(t)
-		ok += load.ok.Load()
+		ok += load.OK()
 		time.Sleep(keepaliveSetting + 500*time.Millisecond)
 		s := sampleTree(t, master, events, up)
 		t.Log(s)

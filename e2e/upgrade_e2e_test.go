@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -14,10 +13,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"paddock/internal/loadgen"
 
 	"paddock/control"
 )
@@ -246,68 +246,20 @@ func (m *upgradeMaster) ctlUpgrade(t *testing.T, bin string) (res control.Upgrad
 	return res, out.String(), errb.String(), code
 }
 
-// loadClient sends requests until stop is closed: keep-alive clients and
-// clients opening a fresh connection for each request; it counts
-// successes and failures.
-type loadClient struct {
-	ok, failed atomic.Int64
-	stop       chan struct{}
-	wg         sync.WaitGroup
-	mu         sync.Mutex
-	errs       []string
-}
+// loadClient is the shared load (internal/loadgen) with a test's
+// verdict: finish requires that every request succeeded.
+type loadClient struct{ *loadgen.Load }
 
 func startLoad(addr string) *loadClient {
-	l := &loadClient{stop: make(chan struct{})}
-	for i := range 6 {
-		tr := &http.Transport{DisableKeepAlives: i >= 4, MaxIdleConnsPerHost: 1}
-		c := &http.Client{Timeout: 5 * time.Second, Transport: tr}
-		kind := "keep-alive"
-		if i >= 4 {
-			kind = "fresh connection"
-		}
-		l.wg.Add(1)
-		go func() {
-			defer l.wg.Done()
-			defer tr.CloseIdleConnections()
-			for {
-				select {
-				case <-l.stop:
-					return
-				default:
-				}
-				resp, err := c.Get("http://" + addr + "/")
-				if err == nil {
-					_, err = io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					if err == nil && resp.StatusCode != http.StatusOK {
-						err = fmt.Errorf("status %d", resp.StatusCode)
-					}
-				}
-				if err != nil {
-					l.failed.Add(1)
-					l.mu.Lock()
-					if len(l.errs) < 10 {
-						l.errs = append(l.errs, kind+": "+err.Error())
-					}
-					l.mu.Unlock()
-					continue
-				}
-				l.ok.Add(1)
-				time.Sleep(2 * time.Millisecond)
-			}
-		}()
-	}
-	return l
+	return &loadClient{loadgen.Start("http://" + addr + "/")}
 }
 
 func (l *loadClient) finish(t *testing.T) {
 	t.Helper()
-	close(l.stop)
-	l.wg.Wait()
-	t.Logf("load: %d ok, %d failed", l.ok.Load(), l.failed.Load())
-	if l.failed.Load() != 0 || l.ok.Load() == 0 {
-		t.Errorf("load: %d ok, %d failed: %q", l.ok.Load(), l.failed.Load(), l.errs)
+	l.Stop()
+	t.Logf("load: %d ok, %d failed", l.OK(), l.Failed())
+	if l.Failed() != 0 || l.OK() == 0 {
+		t.Errorf("load: %d ok, %d failed: %q", l.OK(), l.Failed(), l.Errors())
 	}
 }
 

@@ -43,6 +43,8 @@ import (
 	"syscall"
 	"time"
 
+	"paddock/internal/loadgen"
+
 	"paddock/control"
 )
 
@@ -83,13 +85,14 @@ const (
 	exitLimit    = 30 * time.Second // the old master gone, from the answer
 )
 
-// versionOf runs `BINARY version` ("paddock v1").
+// versionOf runs `BINARY version`, whose first line is "paddock v1".
 func versionOf(bin string) (string, error) {
 	out, err := exec.Command(bin, "version").Output()
 	if err != nil {
 		return "", fmt.Errorf("%s version: %w", bin, err)
 	}
-	f := strings.Fields(string(out))
+	first, _, _ := strings.Cut(string(out), "\n")
+	f := strings.Fields(first)
 	if len(f) != 2 {
 		return "", fmt.Errorf("%s version: %q", bin, out)
 	}
@@ -149,62 +152,6 @@ func childrenOf(pid int) []int {
 		}
 	}
 	return out
-}
-
-// load sends requests until stop is closed, from 4 keep-alive clients and
-// 2 clients opening a fresh connection per request, each pausing 2 ms
-// between requests (bounded).
-type load struct {
-	ok, failed atomic.Int64
-	stop       chan struct{}
-	wg         sync.WaitGroup
-	mu         sync.Mutex
-	errs       []string
-}
-
-func startLoad(addr string) *load {
-	l := &load{stop: make(chan struct{})}
-	for i := range 6 {
-		tr := &http.Transport{DisableKeepAlives: i >= 4, MaxIdleConnsPerHost: 1}
-		c := &http.Client{Timeout: 5 * time.Second, Transport: tr}
-		l.wg.Add(1)
-		go func() {
-			defer l.wg.Done()
-			defer tr.CloseIdleConnections()
-			for {
-				select {
-				case <-l.stop:
-					return
-				default:
-				}
-				resp, err := c.Get("http://" + addr + "/")
-				if err == nil {
-					_, err = io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					if err == nil && resp.StatusCode != http.StatusOK {
-						err = fmt.Errorf("status %d", resp.StatusCode)
-					}
-				}
-				if err != nil {
-					l.failed.Add(1)
-					l.mu.Lock()
-					if len(l.errs) < 5 {
-						l.errs = append(l.errs, err.Error())
-					}
-					l.mu.Unlock()
-				} else {
-					l.ok.Add(1)
-				}
-				time.Sleep(2 * time.Millisecond)
-			}
-		}()
-	}
-	return l
-}
-
-func (l *load) finish() {
-	close(l.stop)
-	l.wg.Wait()
 }
 
 // sample is one upgrade's timings, from the call.
@@ -315,10 +262,11 @@ func run(v1, v2 string, n, workers int) (err error) {
 		return fmt.Errorf("status names pid %d %s, want %d %s", st.Pid, st.Version, cmd.Process.Pid, ver1)
 	}
 
-	l := startLoad(addr)
+	l := loadgen.Start("http://" + addr + "/")
+	stopped := false
 	defer func() {
-		if !isClosed(l.stop) {
-			l.finish()
+		if !stopped {
+			l.Stop()
 		}
 	}()
 	oldPid, oldVersion := st.Pid, ver1
@@ -346,10 +294,11 @@ func run(v1, v2 string, n, workers int) (err error) {
 		samples = append(samples, s)
 		oldPid, oldVersion = newPid, want
 	}
-	l.finish()
-	fmt.Printf("\nworkers=%d upgrades=%d requests ok=%d failed=%d\n", workers, n, l.ok.Load(), l.failed.Load())
-	if len(l.errs) > 0 {
-		fmt.Printf("first failures: %q\n", l.errs)
+	l.Stop()
+	stopped = true
+	fmt.Printf("\nworkers=%d upgrades=%d requests ok=%d failed=%d\n", workers, n, l.OK(), l.Failed())
+	if errs := l.Errors(); len(errs) > 0 {
+		fmt.Printf("first failures: %q\n", errs)
 	}
 	pick := func(f func(sample) time.Duration) []time.Duration {
 		var d []time.Duration
@@ -362,19 +311,10 @@ func run(v1, v2 string, n, workers int) (err error) {
 	fmt.Printf("call -> first status with the new version:              %s\n", summary(pick(func(s sample) time.Duration { return s.status })))
 	fmt.Printf("call -> first app response from a new master's worker:  %s\n", summary(pick(func(s sample) time.Duration { return s.app })))
 	fmt.Printf("call -> old master exited (drained):                    %s\n", summary(pick(func(s sample) time.Duration { return s.exit })))
-	if l.failed.Load() > 0 {
-		return fmt.Errorf("%d failed requests", l.failed.Load())
+	if l.Failed() > 0 {
+		return fmt.Errorf("%d failed requests", l.Failed())
 	}
 	return nil
-}
-
-func isClosed(c <-chan struct{}) bool {
-	select {
-	case <-c:
-		return true
-	default:
-		return false
-	}
 }
 
 // upgradeOnce upgrades the master oldPid to version want and returns the
