@@ -23,6 +23,16 @@ import (
 // TestMain lets scripts run the test binary as paddock (testscript puts it
 // on $PATH under that name).
 func TestMain(m *testing.M) {
+	// A master given no control socket puts it under $RUNTIME_DIRECTORY
+	// or $XDG_RUNTIME_DIR when they are set: one path for every master
+	// of the suite. Without them it goes next to the test's own pidfile.
+	// (Only in the test process: run as paddock, this binary keeps the
+	// environment its test gave it.)
+	if filepath.Base(os.Args[0]) != "paddock" {
+		for _, v := range []string{"RUNTIME_DIRECTORY", "XDG_RUNTIME_DIR", "PADDOCK_CTL_SOCKET", "PADDOCK_PIDFILE"} {
+			os.Unsetenv(v)
+		}
+	}
 	testscript.Main(m, map[string]func(){
 		"paddock": func() { os.Exit(run(os.Args, os.Stdout, os.Stderr)) },
 	})
