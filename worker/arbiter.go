@@ -242,8 +242,8 @@ type wproc struct {
 // request is a call into the Run goroutine; fn runs there and its result
 // goes back on reply.
 type request struct {
-	fn    func() any
-	reply chan any
+	fn   func()
+	done chan struct{} // closed once fn returned
 }
 
 // NewArbiter checks opts and resolves the executable now, before anything
@@ -419,7 +419,8 @@ func (a *Arbiter) loop(ctx context.Context, sigC <-chan os.Signal) error {
 		case <-tick.C:
 			a.checkDeadlines()
 		case r := <-a.reqC:
-			r.reply <- r.fn()
+			r.fn()
+			close(r.done)
 		case out := <-a.upgradeC:
 			a.upgradeDone(out)
 		case <-ctxDone:
@@ -818,16 +819,25 @@ func (a *Arbiter) spawnOne() bool {
 var ErrNotRunning = errors.New("worker: arbiter is not running")
 
 // do runs fn in the Run goroutine.
-func (a *Arbiter) do(ctx context.Context, fn func() any) (any, error) {
-	r := request{fn: fn, reply: make(chan any, 1)}
+func (a *Arbiter) do(ctx context.Context, fn func()) error {
+	r := request{fn: fn, done: make(chan struct{})}
 	select {
 	case a.reqC <- r:
 	case <-a.done:
-		return nil, ErrNotRunning
+		return ErrNotRunning
 	case <-ctx.Done():
-		return nil, context.Cause(ctx)
+		return context.Cause(ctx)
 	}
-	return <-r.reply, nil
+	<-r.done
+	return nil
+}
+
+// call is do for a function with a result: fn runs in the Run goroutine
+// and its value comes back typed.
+func call[T any](a *Arbiter, ctx context.Context, fn func() T) (T, error) {
+	var out T
+	err := a.do(ctx, func() { out = fn() })
+	return out, err
 }
 
 // Done is closed when Run has returned.

@@ -462,7 +462,7 @@ func (a *Arbiter) reloadInPlace() {
 // running config's load read (the config first), the files its factories
 // read as configuration (htpasswd) and the TLS files.
 func (a *Arbiter) WatchedFiles(ctx context.Context) ([]string, error) {
-	v, err := a.do(ctx, func() any {
+	return call(a, ctx, func() []string {
 		files := slices.Clone(a.cfg.files)
 		for _, f := range append(slices.Clone(a.cfg.watch), a.settings.CertFile, a.settings.KeyFile) {
 			if f != "" && !slices.Contains(files, f) {
@@ -471,10 +471,6 @@ func (a *Arbiter) WatchedFiles(ctx context.Context) ([]string, error) {
 		}
 		return files
 	})
-	if err != nil {
-		return nil, err
-	}
-	return v.([]string), nil
 }
 
 // reloadAnswered handles a worker's reloaded or reload_failed.
@@ -682,11 +678,7 @@ func (a *Arbiter) reloading() bool {
 
 // Status is GET /v1/status.
 func (a *Arbiter) Status(ctx context.Context) (control.Status, error) {
-	v, err := a.do(ctx, func() any { return a.status() })
-	if err != nil {
-		return control.Status{}, err
-	}
-	return v.(control.Status), nil
+	return call(a, ctx, a.status)
 }
 
 func (a *Arbiter) status() control.Status {
@@ -723,7 +715,7 @@ func (a *Arbiter) status() control.Status {
 
 // Workers is GET /v1/workers, oldest first.
 func (a *Arbiter) Workers(ctx context.Context) ([]control.Worker, error) {
-	v, err := a.do(ctx, func() any {
+	ws, err := call(a, ctx, func() []control.Worker {
 		now := a.opts.now()
 		out := []control.Worker{}
 		for _, w := range a.sorted() {
@@ -739,7 +731,6 @@ func (a *Arbiter) Workers(ctx context.Context) ([]control.Worker, error) {
 	if err != nil {
 		return nil, err
 	}
-	ws := v.([]control.Worker)
 	for i := range ws { // outside the Run goroutine: /proc reads
 		ws[i].RSSBytes = rssBytes(ws[i].Pid)
 	}
@@ -781,11 +772,10 @@ type targetReply struct {
 }
 
 func (a *Arbiter) targetRequest(ctx context.Context, fn func() (int, int, error)) (int, int, error) {
-	v, err := a.do(ctx, func() any { p, t, err := fn(); return targetReply{p, t, err} })
+	r, err := call(a, ctx, func() targetReply { p, t, err := fn(); return targetReply{p, t, err} })
 	if err != nil {
 		return 0, 0, err
 	}
-	r := v.(targetReply)
 	return r.previous, r.target, r.err
 }
 
@@ -817,7 +807,7 @@ func (a *Arbiter) SetTarget(ctx context.Context, n int) (previous, target int, e
 // KillWorker stops the worker with pid, gracefully or with SIGKILL; the
 // master replaces it at once.
 func (a *Arbiter) KillWorker(ctx context.Context, pid int, force bool) error {
-	v, err := a.do(ctx, func() any {
+	res, err := call(a, ctx, func() error {
 		w := a.workers[pid]
 		if w == nil {
 			return fmt.Errorf("worker: pid %d: %w", pid, control.ErrNoSuchWorker)
@@ -833,10 +823,7 @@ func (a *Arbiter) KillWorker(ctx context.Context, pid int, force bool) error {
 	if err != nil {
 		return err
 	}
-	if v != nil {
-		return v.(error)
-	}
-	return nil
+	return res
 }
 
 type reloadReply struct {
@@ -864,7 +851,7 @@ func (a *Arbiter) ReloadSaved(ctx context.Context, saved map[string][]byte) (con
 func (a *Arbiter) reloadAndWait(ctx context.Context, req reloadRequest) (control.ReloadResult, error) {
 	start := time.Now()
 	w := &rollWaiter{ctx: ctx, done: make(chan struct{})}
-	v, err := a.do(ctx, func() any {
+	r, err := call(a, ctx, func() reloadReply {
 		if a.reloading() {
 			return reloadReply{err: fmt.Errorf("worker: reload: the previous one is still rolling out: %w", control.ErrBusy)}
 		}
@@ -878,7 +865,6 @@ func (a *Arbiter) reloadAndWait(ctx context.Context, req reloadRequest) (control
 	if err != nil {
 		return control.ReloadResult{}, err
 	}
-	r := v.(reloadReply)
 	if r.err != nil {
 		return control.ReloadResult{}, r.err
 	}
@@ -961,33 +947,25 @@ func (a *Arbiter) Stop(ctx context.Context, graceful bool, grace time.Duration) 
 	if grace < 0 {
 		return fmt.Errorf("worker: stop: negative grace %s: %w", grace, control.ErrBadRequest)
 	}
-	_, err := a.do(ctx, func() any { a.stop(graceful, grace); return nil })
-	return err
+	return a.do(ctx, func() { a.stop(graceful, grace) })
 }
 
 // Config is the effective settings and where each came from.
 func (a *Arbiter) Config(ctx context.Context) (control.ConfigView, error) {
-	v, err := a.do(ctx, func() any {
+	return call(a, ctx, func() control.ConfigView {
 		view := control.ConfigView{Path: a.opts.ConfigPath, Settings: make(map[string]control.SettingValue, len(a.settings.Origins))}
 		for name, o := range a.settings.Origins {
 			view.Settings[name] = control.SettingValue{Value: o.Value, Source: string(o.Source), Where: o.Where}
 		}
 		return view
 	})
-	if err != nil {
-		return control.ConfigView{}, err
-	}
-	return v.(control.ConfigView), nil
 }
 
 // ConfigFile is the config file as loaded at start or by the last good
 // reload.
 func (a *Arbiter) ConfigFile(ctx context.Context) ([]byte, error) {
-	v, err := a.do(ctx, func() any { return a.cfg.data })
-	if err != nil {
-		return nil, err
-	}
-	return slices.Clone(v.([]byte)), nil
+	data, err := call(a, ctx, func() []byte { return a.cfg.data })
+	return slices.Clone(data), err
 }
 
 // Pipeline is the composed graph of the config file in format json, text
@@ -1018,11 +996,7 @@ func (a *Arbiter) Pipeline(ctx context.Context, format string) ([]byte, error) {
 
 // Listeners is GET /v1/listeners.
 func (a *Arbiter) Listeners(ctx context.Context) ([]control.Listener, error) {
-	v, err := a.do(ctx, func() any { return a.listeners() })
-	if err != nil {
-		return nil, err
-	}
-	return v.([]control.Listener), nil
+	return call(a, ctx, a.listeners)
 }
 
 func (a *Arbiter) listeners() []control.Listener {

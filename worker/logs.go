@@ -456,7 +456,7 @@ var ErrReopenLogs = errors.New("cannot reopen every log file; the old ones are k
 // worker has answered (at most 5 s), with an error naming each file that
 // could not be reopened.
 func (a *Arbiter) ReopenLogs(ctx context.Context) error {
-	v, err := a.do(ctx, func() any {
+	rw, err := call(a, ctx, func() *reopenWaiter {
 		a.log.Info("reopening log files", "by", "control socket")
 		rw := a.reopenLogs()
 		if len(rw.pending) > 0 {
@@ -467,7 +467,6 @@ func (a *Arbiter) ReopenLogs(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	rw := v.(*reopenWaiter)
 	timer := time.NewTimer(reopenAckTimeout)
 	defer timer.Stop()
 	var errs []string
@@ -484,7 +483,7 @@ func (a *Arbiter) ReopenLogs(ctx context.Context) error {
 		default:
 			// Not every worker answered: collect what is known in the Run
 			// goroutine, which owns the waiter.
-			v, err := a.do(context.WithoutCancel(ctx), func() any {
+			errs, err = call(a, context.WithoutCancel(ctx), func() []string {
 				out := rw.errs
 				for pid, w := range rw.pending {
 					out = append(out, fmt.Sprintf("worker %d (pid %d): no answer within %s", w.id, pid, reopenAckTimeout))
@@ -496,7 +495,6 @@ func (a *Arbiter) ReopenLogs(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			errs = v.([]string)
 		}
 	}
 	if len(errs) > 0 {

@@ -160,9 +160,8 @@ func (a *Arbiter) Metrics(ctx context.Context) ([]byte, error) {
 		err  error
 	}
 	c := make(chan result, 1)
-	if _, err := a.do(ctx, func() any {
+	if err := a.do(ctx, func() {
 		a.startGather(func(body []byte, err error) { c <- result{body, err} })
-		return nil
 	}); err != nil {
 		return nil, err
 	}

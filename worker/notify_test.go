@@ -364,7 +364,7 @@ func TestArbiterWatchdog(t *testing.T) {
 	// round for WATCHDOG_USEC (200ms), then resume.
 	stuck := make(chan struct{})
 	go func() {
-		_, _ = h.a.do(context.Background(), func() any { close(stuck); time.Sleep(1500 * time.Millisecond); return nil })
+		_ = h.a.do(context.Background(), func() { close(stuck); time.Sleep(1500 * time.Millisecond) })
 	}()
 	<-stuck
 	pings(500 * time.Millisecond) // the last ones, within WATCHDOG_USEC of the stall

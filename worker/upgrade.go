@@ -111,12 +111,12 @@ func checkExecutable(path string) error {
 // is logged.
 func (a *Arbiter) Upgrade(ctx context.Context) (control.UpgradeResult, error) {
 	w := &upgradeWaiter{done: make(chan struct{})}
-	v, err := a.do(ctx, func() any { return a.startUpgrade("request", w) })
+	started, err := call(a, ctx, func() error { return a.startUpgrade("request", w) })
 	if err != nil {
 		return control.UpgradeResult{}, err
 	}
-	if v != nil {
-		return control.UpgradeResult{}, v.(error)
+	if started != nil {
+		return control.UpgradeResult{}, started
 	}
 	select {
 	case <-w.done:

@@ -222,9 +222,8 @@ func (a *Arbiter) Upstreams(ctx context.Context) (control.UpstreamsResponse, err
 		err error
 	}
 	c := make(chan result, 1)
-	if _, err := a.do(ctx, func() any {
+	if err := a.do(ctx, func() {
 		a.startUpstreams(func(res control.UpstreamsResponse, err error) { c <- result{res, err} })
-		return nil
 	}); err != nil {
 		return control.UpstreamsResponse{}, err
 	}
