@@ -152,7 +152,17 @@ func (sp *execSpawner) spawn(req spawnRequest, events chan<- event, done <-chan 
 		return nil, fmt.Errorf("worker channel: %w", err)
 	}
 	p := &execProc{cmd: cmd, conn: conn, enc: NewEncoder(conn)}
-	pid := cmd.Process.Pid
+	p.relay(events, done, func() { flushStdout(); flushStderr() })
+	return p, nil
+}
+
+// relay turns what a started worker does into events for the master:
+// its messages, a broken channel, and its exit (after flush, which
+// writes out the last partial lines of its output). Each goroutine is
+// owned by what it waits on (the process, the channel) and gives up on
+// sending once done is closed.
+func (p *execProc) relay(events chan<- event, done <-chan struct{}, flush func()) {
+	pid := p.cmd.Process.Pid
 	send := func(ev event) bool {
 		select {
 		case events <- ev:
@@ -162,20 +172,19 @@ func (sp *execSpawner) spawn(req spawnRequest, events chan<- event, done <-chan 
 		}
 	}
 	go func() { // owned by the process: ends when it exits
-		err := cmd.Wait()
-		flushStdout()
-		flushStderr()
+		err := p.cmd.Wait()
+		flush()
 		ev := event{pid: pid, exited: true, code: -1}
-		if cmd.ProcessState != nil {
-			ev.status = cmd.ProcessState.String()
-			ev.code = cmd.ProcessState.ExitCode()
+		if p.cmd.ProcessState != nil {
+			ev.status = p.cmd.ProcessState.String()
+			ev.code = p.cmd.ProcessState.ExitCode()
 		} else if err != nil {
 			ev.status = err.Error()
 		}
 		send(ev)
 	}()
 	go func() { // owned by the channel: ends at EOF, garbage, or Close
-		dec := NewDecoder(conn, FromWorker)
+		dec := NewDecoder(p.conn, FromWorker)
 		for {
 			m, err := dec.Next()
 			if err != nil {
@@ -189,7 +198,6 @@ func (sp *execSpawner) spawn(req spawnRequest, events chan<- event, done <-chan 
 			}
 		}
 	}()
-	return p, nil
 }
 
 // inheritable re-wraps listener files for ExtraFiles and closes the
