@@ -255,6 +255,33 @@ func readConfigSnapshot(fd int) (workerSnapshot, error) {
 // kill -HUP of the process group is the master's to act on.
 var workerIgnored = []os.Signal{syscall.SIGHUP, syscall.SIGINT, syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGUSR2, syscall.SIGWINCH, syscall.SIGPIPE}
 
+// inheritedListeners turns the descriptors the master passed (3, 4, ...,
+// in env.specs order) into the worker's listeners, wrapped for the PROXY
+// protocol and then TLS from the pair the master read; certs is what an
+// in-place reload swaps.
+func inheritedListeners(env *childEnv, log hclog.Logger) ([]net.Listener, *listener.Certificate, error) {
+	files := make([]*os.File, len(env.specs))
+	for i, spec := range env.specs {
+		files[i] = os.NewFile(uintptr(3+i), spec.String())
+	}
+	lns, err := listener.FromFiles(files, env.specs)
+	if err != nil {
+		return nil, nil, err
+	}
+	return wrapListenersPair(lns, env.settings, env.tls, log)
+}
+
+// orphanGrace is how long a worker whose master is gone drains: timeout,
+// not graceful_timeout, when shorter (0: graceful_timeout). Nobody
+// supervises it any more, and it must not keep serving a config nobody
+// can reload.
+func orphanGrace(s *Settings) time.Duration {
+	if s.Timeout > 0 && s.Timeout < s.GracefulTimeout {
+		return s.Timeout
+	}
+	return 0
+}
+
 // RunWorker is the worker process: it rebuilds the listeners its master
 // passed, loads the pipeline, reports ready (or boot_error), heartbeats,
 // obeys the master's commands and returns the process exit status.
@@ -291,10 +318,6 @@ func RunWorker(ctx context.Context, opts ChildOptions) int {
 	wm := newWorkerMetrics(env.id, enc)
 	defer wm.close()
 
-	files := make([]*os.File, len(env.specs))
-	for i, spec := range env.specs {
-		files[i] = os.NewFile(uintptr(3+i), spec.String())
-	}
 	bootErr := func(err error) int {
 		log.Error("boot failed", "error", err)
 		if serr := enc.Send(Message{Type: MsgBootError, Error: err.Error()}); serr != nil {
@@ -302,13 +325,7 @@ func RunWorker(ctx context.Context, opts ChildOptions) int {
 		}
 		return ExitWorkerBootError
 	}
-	lns, err := listener.FromFiles(files, env.specs)
-	if err != nil {
-		return bootErr(err)
-	}
-	// PROXY protocol, then TLS from the pair the master read; certs is
-	// what an in-place reload swaps.
-	lns, certs, err := wrapListenersPair(lns, s, env.tls, log)
+	lns, certs, err := inheritedListeners(env, log)
 	if err != nil {
 		return bootErr(err)
 	}
@@ -369,14 +386,7 @@ func RunWorker(ctx context.Context, opts ChildOptions) int {
 	rl := &reloader{swap: swap, enc: enc, env: env, registry: opts.Registry, log: baseLog, onClose: onClose, metrics: wm.source, certs: certs}
 	wg.Go(func() { rl.run(ctx, reloads) })
 	ups := &workerUpstreams{swap: swap, enc: enc} // GET /v1/upstreams (upstreams.go)
-	// An orphan (its master gone) drains within timeout, not
-	// graceful_timeout: nobody supervises it any more, and it must not
-	// keep serving a config nobody can reload.
-	orphanGrace := time.Duration(0)
-	if s.Timeout > 0 && s.Timeout < s.GracefulTimeout {
-		orphanGrace = s.Timeout
-	}
-	wg.Go(func() { readCommands(ctx, conn, enc, stop, reloads, reopens, wm, ups, orphanGrace, baseLog) })
+	wg.Go(func() { readCommands(ctx, conn, enc, stop, reloads, reopens, wm, ups, orphanGrace(s), baseLog) })
 	if err := enc.Send(Message{Type: MsgReady, Pid: pid}); err != nil {
 		log.Warn("cannot report ready; draining", "error", err)
 		stop <- StopGraceful
