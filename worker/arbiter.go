@@ -51,6 +51,10 @@ type ArbiterOptions struct {
 	// ConfigPath, AppName and ServerName are what workers load ("" names
 	// main).
 	ConfigPath, AppName, ServerName string
+	// StartFiles are config file contents by name, as the command read
+	// them for the settings (pipeline.LoadOptions.Files): the start
+	// validates the pipeline from the same bytes. Nil reads the files.
+	StartFiles map[string][]byte
 	// Settings are the master's resolved settings; workers get them as
 	// they are (flag and environment overrides included). Required.
 	Settings *Settings
@@ -326,7 +330,7 @@ func (a *Arbiter) Run(ctx context.Context) error {
 	if a.opts.spawn == nil {
 		// Validate in the master, so a broken config prints file:line and
 		// exits 1 before any process starts.
-		v, err := a.validatePipeline(nil)
+		v, err := a.validatePipeline(a.opts.StartFiles)
 		if err != nil {
 			return err
 		}

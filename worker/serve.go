@@ -31,6 +31,10 @@ var errImmediate = errors.New("immediate stop requested")
 type Options struct {
 	// ConfigPath is the paste INI file.
 	ConfigPath string
+	// Files are config file contents by name, as the command read them
+	// for the settings (pipeline.LoadOptions.Files): the pipeline is
+	// built from the same bytes. Nil reads the files.
+	Files map[string][]byte
 	// AppName is the app section to serve; "" means main.
 	AppName string
 	// Settings are the resolved server settings (Resolve). Required.
@@ -108,7 +112,7 @@ func Serve(ctx context.Context, opts Options) error {
 		}
 		return procMetrics.Exposition([][]byte{snap})
 	}
-	p, err := pipeline.Load(pipeline.LoadOptions{Path: opts.ConfigPath, Name: appName, Kind: pipeline.ObjectApp, Registry: opts.Registry, Logger: log, Metrics: source})
+	p, err := pipeline.Load(pipeline.LoadOptions{Path: opts.ConfigPath, Name: appName, Kind: pipeline.ObjectApp, Registry: opts.Registry, Logger: log, Metrics: source, Files: opts.Files})
 	if err != nil {
 		return err
 	}

@@ -94,7 +94,15 @@ func serveAction(c *cli.Context) error {
 	}
 	stderr := c.App.ErrWriter
 
-	server, loadWarnings, err := worker.LoadServer(path, c.String("server"), nil)
+	// The config file is read once at start: the settings here and the
+	// pipeline the master validates are built from the same bytes, so a
+	// file caught half-written cannot give them different contents. (An
+	// unreadable file is left to the load, which says why.)
+	var startFiles map[string][]byte
+	if data, err := pipeline.ReadRegularFile(path); err == nil {
+		startFiles = map[string][]byte{path: data}
+	}
+	server, loadWarnings, err := worker.LoadServerFrom(path, c.String("server"), nil, startFiles)
 	if err != nil {
 		return cli.Exit(err.Error(), ExitFailed)
 	}
@@ -141,6 +149,7 @@ func serveAction(c *cli.Context) error {
 		defer upg.Stop()
 		err = worker.Serve(c.Context, worker.Options{
 			ConfigPath:    path,
+			Files:         startFiles,
 			AppName:       c.String("name"),
 			Settings:      settings,
 			Logger:        log,
@@ -154,7 +163,7 @@ func serveAction(c *cli.Context) error {
 			ReopenLogs:    errLog.Reopen,
 		})
 	} else {
-		err = runArbiter(c.Context, c, path, settings, log, errLog)
+		err = runArbiter(c.Context, c, path, startFiles, settings, log, errLog)
 	}
 	if err == nil {
 		return nil
@@ -179,7 +188,7 @@ func serveAction(c *cli.Context) error {
 // the precedence of paddock(8) ENVIRONMENT holds across reloads: a setting given by a
 // flag or a PADDOCK_* variable keeps that value whatever the file now
 // says; only settings the file (or the default) decided follow the edit.
-func runArbiter(ctx context.Context, c *cli.Context, path string, settings *worker.Settings, log hclog.Logger, errLog *worker.ErrorLog) error {
+func runArbiter(ctx context.Context, c *cli.Context, path string, startFiles map[string][]byte, settings *worker.Settings, log hclog.Logger, errLog *worker.ErrorLog) error {
 	flags := commandLineSettings(c)
 	serverName := c.String("server")
 	appName := c.String("name")
@@ -229,6 +238,7 @@ func runArbiter(ctx context.Context, c *cli.Context, path string, settings *work
 	}
 	arb, err = worker.NewArbiter(worker.ArbiterOptions{
 		ConfigPath:    path,
+		StartFiles:    startFiles,
 		AppName:       appName,
 		ServerName:    serverName,
 		Settings:      settings,
