@@ -116,6 +116,30 @@ func proxyNonNegative(c *Config, key string, def int) (int, error) {
 
 func parseProxyOptions(c *Config) (*proxyOptions, error) {
 	o := &proxyOptions{}
+	var err error
+	if o.targets, err = parseProxyTargets(c); err != nil {
+		return nil, err
+	}
+	if err := parseProxyBalancing(c, o); err != nil {
+		return nil, err
+	}
+	if err := parseProxyHealth(c, o); err != nil {
+		return nil, err
+	}
+	o.allowedMethods = c.List("allowed_request_methods")
+	for _, h := range c.List("suppress_http_headers") {
+		o.suppressHeaders = append(o.suppressHeaders, textproto.CanonicalMIMEHeaderKey(h))
+	}
+	if o.tls, err = parseProxyTLS(c); err != nil {
+		return nil, err
+	}
+	return o, nil
+}
+
+// parseProxyTargets reads address or upstreams: absolute http(s) URLs,
+// each once, without user info (errors never show a password).
+func parseProxyTargets(c *Config) ([]*url.URL, error) {
+	var targets []*url.URL
 	var raw []string
 	addrKey := ""
 	if v, ok := c.Lookup("address"); ok && strings.TrimSpace(v) != "" {
@@ -157,88 +181,94 @@ func parseProxyOptions(c *Config) (*proxyOptions, error) {
 			return nil, c.Errorf(addrKey, "%s: upstream %q is listed twice", addrKey, t)
 		}
 		seen[u.String()] = true
-		o.targets = append(o.targets, u)
+		targets = append(targets, u)
 	}
 
+	return targets, nil
+}
+
+// parseProxyBalancing reads the balancing, retry, passive health and
+// connection options into o.
+func parseProxyBalancing(c *Config, o *proxyOptions) error {
+	var err error
 	o.balance = strings.ToLower(strings.TrimSpace(c.String("balance", balanceRoundRobin)))
 	if o.balance != balanceRoundRobin && o.balance != balanceLeastConn {
-		return nil, c.Errorf("balance", "balance: want %s or %s, got %q", balanceRoundRobin, balanceLeastConn, o.balance)
+		return c.Errorf("balance", "balance: want %s or %s, got %q", balanceRoundRobin, balanceLeastConn, o.balance)
 	}
-	var err error
 	if o.retries, err = proxyNonNegative(c, "retries", len(o.targets)-1); err != nil {
-		return nil, err
+		return err
 	}
 	key, err := proxyKey(c, "fail_threshold")
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if o.failThreshold, err = proxyNonNegative(c, key, proxyDefaultFailThreshold); err != nil {
-		return nil, err
+		return err
 	}
 	if o.failTimeout, err = c.Duration("fail_timeout", proxyDefaultFailTimeout); err != nil {
-		return nil, err
+		return err
 	}
 	if key, err = proxyKey(c, "connect_timeout"); err != nil {
-		return nil, err
+		return err
 	}
 	if o.connectTimeout, err = c.Duration(key, proxyDefaultConnectTimeout); err != nil {
-		return nil, err
+		return err
 	}
 	if o.headerTimeout, err = c.Duration("response_header_timeout", 0); err != nil {
-		return nil, err
+		return err
 	}
 	if o.idleTimeout, err = c.Duration("idle_conn_timeout", proxyDefaultIdleConnTimeout); err != nil {
-		return nil, err
+		return err
 	}
 	if o.maxConns, err = proxyNonNegative(c, "max_conns_per_upstream", 0); err != nil {
-		return nil, err
+		return err
 	}
 	if key, err = proxyKey(c, "max_idle_conns"); err != nil {
-		return nil, err
+		return err
 	}
 	if o.maxIdle, err = proxyNonNegative(c, key, proxyDefaultMaxIdle); err != nil {
-		return nil, err
+		return err
 	}
 
+	return nil
+}
+
+// parseProxyHealth reads the active health check options into o; with
+// health_path set they must be usable.
+func parseProxyHealth(c *Config, o *proxyOptions) error {
+	var err error
 	if v, ok := c.Lookup("health_path"); ok && strings.TrimSpace(v) != "" {
 		o.healthPath = strings.TrimSpace(v)
 		hp, err := url.Parse(o.healthPath)
 		if err != nil || !strings.HasPrefix(o.healthPath, "/") || hp.Scheme != "" || hp.Host != "" || hp.Fragment != "" {
-			return nil, c.Errorf("health_path", "health_path: want an absolute path such as /healthz, got %q", o.healthPath)
+			return c.Errorf("health_path", "health_path: want an absolute path such as /healthz, got %q", o.healthPath)
 		}
 	}
 	if o.healthInterval, err = c.Duration("health_interval", proxyDefaultHealthInterval); err != nil {
-		return nil, err
+		return err
 	}
 	if o.healthTimeout, err = c.Duration("health_timeout", proxyDefaultHealthTimeout); err != nil {
-		return nil, err
+		return err
 	}
 	if o.healthFails, err = c.Int("health_fails", proxyDefaultHealthFails); err != nil {
-		return nil, err
+		return err
 	}
 	if o.healthPasses, err = c.Int("health_passes", proxyDefaultHealthPasses); err != nil {
-		return nil, err
+		return err
 	}
 	if o.healthPath != "" {
 		switch {
 		case o.healthInterval <= 0:
-			return nil, c.Errorf("health_interval", "health_interval: must be positive")
+			return c.Errorf("health_interval", "health_interval: must be positive")
 		case o.healthTimeout <= 0:
-			return nil, c.Errorf("health_timeout", "health_timeout: must be positive")
+			return c.Errorf("health_timeout", "health_timeout: must be positive")
 		case o.healthFails < 1:
-			return nil, c.Errorf("health_fails", "health_fails: must be at least 1, got %d", o.healthFails)
+			return c.Errorf("health_fails", "health_fails: must be at least 1, got %d", o.healthFails)
 		case o.healthPasses < 1:
-			return nil, c.Errorf("health_passes", "health_passes: must be at least 1, got %d", o.healthPasses)
+			return c.Errorf("health_passes", "health_passes: must be at least 1, got %d", o.healthPasses)
 		}
 	}
-	o.allowedMethods = c.List("allowed_request_methods")
-	for _, h := range c.List("suppress_http_headers") {
-		o.suppressHeaders = append(o.suppressHeaders, textproto.CanonicalMIMEHeaderKey(h))
-	}
-	if o.tls, err = parseProxyTLS(c); err != nil {
-		return nil, err
-	}
-	return o, nil
+	return nil
 }
 
 func newProxyApp(c *Config) (http.Handler, error) {
