@@ -92,9 +92,8 @@ func (w *Watcher) Changes() <-chan struct{} { return w.changes }
 // Snapshot is the content of the watched files as of the newest change
 // reported, by absolute path: bytes that two reads Settle apart agreed
 // on (an empty file is there, empty). A file that could not be read is
-// absent. The caller
-// applies these bytes rather than reading the files again, which could
-// catch a save half-way. The map is the caller's.
+// absent. The caller applies these bytes rather than reading the files
+// again, which could catch a save half-way. The map is the caller's.
 func (w *Watcher) Snapshot() map[string][]byte {
 	w.mu.Lock()
 	defer w.mu.Unlock()

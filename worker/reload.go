@@ -370,12 +370,12 @@ func (a *Arbiter) guardAddresses(ns *Settings, data []byte) error {
 			}
 		}
 	}
-	var newBinds []string
-	for _, spec := range ns.Bind {
-		newBinds = append(newBinds, spec.String())
-	}
 	apply := "apply it with `paddock ctl reload` or kill -HUP if it is meant"
 	if len(kept) == 0 {
+		var newBinds []string
+		for _, spec := range ns.Bind {
+			newBinds = append(newBinds, spec.String())
+		}
 		return fmt.Errorf("%s: not applied: the saved config would stop listening on every address the server listens on (%s; it names %s): %s",
 			a.opts.ConfigPath, strings.Join(dropped, " "), strings.Join(newBinds, " "), apply)
 	}
